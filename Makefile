@@ -1,0 +1,33 @@
+.PHONY: run stop test test-unit test-integration test-e2e setup bench bench-quick bench-api
+
+run:
+	bash deploy/local/run.sh
+
+stop:
+	bash deploy/local/stop.sh
+
+setup:
+	bash deploy/local/setup.sh
+
+# Every test layer on real Kafka and PostgreSQL, started by the test session itself.
+test: setup
+	.venv/bin/python -m pytest
+
+test-unit: setup
+	.venv/bin/python -m pytest -m "unit or handler"
+
+test-integration: setup
+	.venv/bin/python -m pytest -m integration
+
+test-e2e: setup
+	.venv/bin/python -m pytest -m e2e
+
+# Benchmarks (never part of `make test`); see docs/benchmarks.md.
+bench: setup
+	.venv/bin/python -m bench.e2e
+
+bench-quick: setup
+	.venv/bin/python -m bench.e2e --quick
+
+bench-api: setup
+	.venv/bin/python -m bench.timeline_api

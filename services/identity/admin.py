@@ -1,0 +1,142 @@
+"""Operator actions on the identity graph: show, merge, split, erase. Framework-free use cases.
+
+Each action runs in one transaction with the same locks as stream resolution (identifier advisory locks, then
+customer rows), records its event in an outbox (``identity.merges`` or ``identity.changes``) in that
+transaction, and is published by the caller afterwards. Errors: :class:`AdminError` with an HTTP-like status.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import asyncpg
+import orjson
+
+from services.identity import repository as repo
+from services.identity.resolver import Merge
+from shared.contracts import types
+from shared.db import UnitOfWork
+
+NAMESPACE = uuid.UUID("5e7a9c1b-3d2f-4e6a-8b0c-9d1e2f3a4b5c")
+ADMIN_SOURCE = "touchpoint/admin"
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.detail = status, reason, detail
+
+
+async def show(pool: asyncpg.Pool, tenant: str, customer_id: str) -> dict:
+    """The customer's identifiers (with when and by which event each was linked), aliases and merges."""
+    async with pool.acquire() as conn:
+        canonical = await _canonical(conn, tenant, customer_id)
+        identifiers = await conn.fetch(
+            "SELECT id_type, value, first_seen, last_seen, linked_by_source, linked_by_event FROM identity.identifiers"
+            " WHERE tenant = $1 AND customer_id = $2 ORDER BY id_type, value", tenant, canonical)
+        aliases = await conn.fetch("SELECT customer_id FROM identity.customers WHERE tenant = $1 AND merged_into = $2"
+                                   " ORDER BY customer_id", tenant, canonical)
+        merges = await conn.fetch(
+            "SELECT merge_id, merged_ids, rule, linking, trigger_source, trigger_event, merged_at FROM identity.merges"
+            " WHERE tenant = $1 AND survivor_id = $2 ORDER BY merged_at", tenant, canonical)
+    return {
+        "customer_id": canonical,
+        "identifiers": [{"type": r["id_type"], "value": r["value"], "first_seen": r["first_seen"],
+                         "last_seen": r["last_seen"], "linked_by": {"source": r["linked_by_source"],
+                                                                    "event_id": r["linked_by_event"]}}
+                        for r in identifiers],
+        "merged_ids": [r["customer_id"] for r in aliases],
+        "merges": [{"merge_id": r["merge_id"], "merged_ids": list(r["merged_ids"]), "rule": r["rule"],
+                    "linking_identifiers": orjson.loads(r["linking"]),
+                    "trigger": {"source": r["trigger_source"], "event_id": r["trigger_event"]},
+                    "merged_at": r["merged_at"]} for r in merges],
+    }
+
+
+async def _canonical(conn: asyncpg.Connection, tenant: str, customer_id: str) -> str:
+    row = await conn.fetchrow("SELECT COALESCE(merged_into, customer_id) AS id, erased_at FROM identity.customers"
+                              " WHERE tenant = $1 AND customer_id = $2", tenant, customer_id)
+    if row is None or row["erased_at"] is not None:
+        raise AdminError(404, "not_found", "no such customer")
+    return row["id"]
+
+
+async def merge(pool: asyncpg.Pool, tenant: str, customer_ids: list[str], request_id: str) -> dict:
+    """Merge customers into the oldest of them (rule ``manual``). Idempotent per ``request_id``."""
+    async with UnitOfWork(pool) as uow:
+        canon = {await _canonical(uow.conn, tenant, c) for c in customer_ids}
+        locked = await repo.lock_customers(uow.conn, {(tenant, c) for c in canon})
+        if any(merged_into for _, merged_into in locked.values()):
+            raise AdminError(409, "conflict", "a customer changed concurrently; retry")
+        if len(canon) < 2:
+            raise AdminError(409, "nothing_to_merge", "these ids are one customer already")
+        survivor = min(canon, key=lambda c: (locked[(tenant, c)][0], c))
+        merged = sorted(canon - {survivor})
+        merge_id = str(uuid.uuid5(NAMESPACE, f"merge\x00{tenant}\x00{request_id}"))
+        await repo.apply_aliases(uow.conn, {(tenant, m): survivor for m in merged})
+        await repo.insert_merges(uow.conn, [Merge(merge_id, tenant, survivor, merged, [], (tenant, ADMIN_SOURCE, request_id))],
+                                 "manual")
+        await uow.commit()
+    return {"merge_id": merge_id, "survivor_id": survivor, "merged_ids": merged}
+
+
+async def split(pool: asyncpg.Pool, tenant: str, customer_id: str, identifiers: list[tuple[str, str]],
+                reason: str, request_id: str) -> dict:
+    """Detach identifiers into a new customer; later events with them resolve to it."""
+    if not identifiers:
+        raise AdminError(400, "invalid_request", "name at least one identifier")
+    keys = [(tenant, t, v) for t, v in identifiers]
+    async with UnitOfWork(pool) as uow:
+        await repo.lock_identifiers(uow.conn, keys)
+        canonical = await _canonical(uow.conn, tenant, customer_id)
+        await repo.lock_customers(uow.conn, {(tenant, canonical)})
+        owners = await repo.owners(uow.conn, keys)
+        if any(owners.get(k) != canonical for k in keys):
+            raise AdminError(409, "not_linked", "an identifier does not belong to this customer")
+        remaining = await uow.conn.fetchval("SELECT count(*) FROM identity.identifiers WHERE tenant = $1 AND customer_id = $2",
+                                            tenant, canonical)
+        if remaining <= len(keys):
+            raise AdminError(409, "nothing_left", "a split must leave the customer at least one identifier")
+        split_id = str(uuid.uuid5(NAMESPACE, f"split\x00{tenant}\x00{request_id}"))
+        new_id = str(uuid.uuid5(NAMESPACE, f"customer\x00{tenant}\x00{split_id}"))
+        await repo.insert_customers(uow.conn, [(tenant, new_id, (tenant, ADMIN_SOURCE, split_id))])
+        await uow.conn.execute(
+            "UPDATE identity.identifiers i SET customer_id = $2 FROM unnest($3::text[], $4::text[]) AS k(id_type, value)"
+            " WHERE i.tenant = $1 AND i.id_type = k.id_type AND i.value = k.value",
+            tenant, new_id, [t for t, _ in identifiers], [v for _, v in identifiers])
+        payload = {"split_id": split_id, "customer_id": canonical, "new_customer_id": new_id, "reason": reason,
+                   "identifiers": [{"type": t, "value": v} for t, v in identifiers],
+                   "split_at": datetime.now(timezone.utc).isoformat()}
+        await _record_change(uow.conn, split_id, tenant, types.CUSTOMER_SPLIT, canonical, payload)
+        await uow.commit()
+    return payload
+
+
+async def erase(pool: asyncpg.Pool, tenant: str, customer_id: str, request_id: str) -> dict:
+    """Forget the customer's identifiers (and its aliases'); projections erase on the event."""
+    async with UnitOfWork(pool) as uow:
+        canonical = await _canonical(uow.conn, tenant, customer_id)
+        await repo.lock_customers(uow.conn, {(tenant, canonical)})
+        aliases = [r["customer_id"] for r in await uow.conn.fetch(
+            "SELECT customer_id FROM identity.customers WHERE tenant = $1 AND merged_into = $2", tenant, canonical)]
+        everyone = [canonical, *aliases]
+        await uow.conn.execute("DELETE FROM identity.identifiers WHERE tenant = $1 AND customer_id = ANY($2::text[])",
+                               tenant, everyone)
+        await uow.conn.execute("UPDATE identity.customers SET erased_at = now() WHERE tenant = $1 AND customer_id = ANY($2::text[])",
+                               tenant, everyone)
+        await uow.conn.execute("UPDATE identity.merges SET linking = '[]' WHERE tenant = $1 AND survivor_id = $2",
+                               tenant, canonical)
+        erasure_id = str(uuid.uuid5(NAMESPACE, f"erase\x00{tenant}\x00{request_id}"))
+        payload = {"erasure_id": erasure_id, "customer_id": canonical, "merged_ids": aliases,
+                   "requested_at": datetime.now(timezone.utc).isoformat()}
+        await _record_change(uow.conn, erasure_id, tenant, types.CUSTOMER_ERASED, canonical, payload)
+        await uow.commit()
+    return payload
+
+
+async def _record_change(conn: asyncpg.Connection, change_id: str, tenant: str, event_type: str, subject: str,
+                         payload: dict) -> None:
+    await conn.execute(
+        "INSERT INTO identity.changes (change_id, tenant, event_type, subject, payload) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT DO NOTHING", change_id, tenant, event_type, subject, orjson.dumps(payload).decode())

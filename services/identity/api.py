@@ -1,0 +1,63 @@
+"""Identity admin HTTP API (scope ``admin``): show, merge, split and erase customers. Tenant-scoped."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from services.identity import admin
+from shared.auth import Principal
+from shared.contracts.interaction import Identifier
+from shared.httpapi import ApiError, require_scope
+
+router = APIRouter(prefix="/v1/identities")
+admin_scope = require_scope("admin")
+
+
+class MergeRequest(BaseModel):
+    customer_ids: list[str] = Field(min_length=2, max_length=50)
+    request_id: str = Field(default_factory=lambda: str(uuid.uuid4()), max_length=200)
+
+
+class SplitRequest(BaseModel):
+    identifiers: list[Identifier] = Field(min_length=1, max_length=100)
+    reason: str = Field(default="operator request", max_length=500)
+    request_id: str = Field(default_factory=lambda: str(uuid.uuid4()), max_length=200)
+
+
+async def _run(request: Request, action):
+    try:
+        result = await action
+    except admin.AdminError as exc:
+        raise ApiError(exc.status, exc.reason, exc.detail) from None
+    await request.app.state.service.publish_pending_merges()
+    return result
+
+
+@router.get("/{customer_id}", summary="A customer's identity graph")
+async def show(request: Request, customer_id: str, principal: Principal = Depends(admin_scope)) -> dict:
+    try:
+        return await admin.show(request.app.state.resources.pool, principal.tenant, customer_id)
+    except admin.AdminError as exc:
+        raise ApiError(exc.status, exc.reason, exc.detail) from None
+
+
+@router.post("/merge", summary="Merge customers into the oldest of them")
+async def merge(request: Request, body: MergeRequest, principal: Principal = Depends(admin_scope)) -> dict:
+    return await _run(request, admin.merge(request.app.state.resources.pool, principal.tenant, body.customer_ids,
+                                           body.request_id))
+
+
+@router.post("/{customer_id}/split", summary="Detach identifiers into a new customer")
+async def split(request: Request, customer_id: str, body: SplitRequest, principal: Principal = Depends(admin_scope)) -> dict:
+    idents = [(i.type, i.value) for i in body.identifiers]
+    return await _run(request, admin.split(request.app.state.resources.pool, principal.tenant, customer_id, idents,
+                                           body.reason, body.request_id))
+
+
+@router.post("/{customer_id}/erase", summary="Erase a customer's personal data everywhere", status_code=202)
+async def erase(request: Request, customer_id: str, principal: Principal = Depends(admin_scope)) -> dict:
+    return await _run(request, admin.erase(request.app.state.resources.pool, principal.tenant, customer_id,
+                                           str(uuid.uuid4())))

@@ -1,0 +1,25 @@
+"""Composition root of the identity service."""
+
+from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
+
+from services.identity import api
+from services.identity.service import IdentityService
+from services.identity.settings import IdentitySettings
+from shared import topics
+from shared.runtime import Resources, build_service
+
+
+def build_app(settings: IdentitySettings, tracer_provider: TracerProvider | None = None) -> FastAPI:
+    def wire(res: Resources, app: FastAPI) -> None:
+        service = IdentityService(
+            res.pool, res.producer, output_topic=res.topic(topics.IDENTITY.name), steps=res.steps,
+            on_created=res.metrics.counter("touchpoint_customers_created_total", "Customers created").inc,
+            on_merged=res.metrics.counter("touchpoint_customers_merged_total", "Customers merged into another").inc,
+        )
+        app.state.service = service
+        res.subscribe(topics.INGESTED.name, settings.group_id, service.process)
+
+    app = build_service("identity", settings, wire, title="Touchpoint identity", tracer_provider=tracer_provider)
+    app.include_router(api.router)
+    return app

@@ -1,0 +1,172 @@
+"""SQL of the identity service. Functions take a connection inside the caller's transaction; never commit.
+
+Concurrency (several identity instances in one consumer group): a batch first takes transaction-scoped
+advisory locks on every identifier it carries (sorted, so two batches cannot deadlock on them), which
+serialises "is this identifier new?" decisions; then it locks the rows of every customer those identifiers
+resolve to (``FOR UPDATE``, sorted), so no other batch can merge them away underneath it. Rare deadlocks
+between customer locks are detected by PostgreSQL and retried by the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Iterable
+
+import asyncpg
+import orjson
+
+from services.identity.resolver import EventKey, IdKey, Merge
+from shared.db import columns as _columns
+
+
+def lock_key(ident: IdKey) -> int:
+    digest = hashlib.blake2b("\x00".join(ident).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def lock_identifiers(conn: asyncpg.Connection, idents: Iterable[IdKey]) -> None:
+    keys = sorted({lock_key(i) for i in idents})
+    if keys:
+        await conn.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k", keys)
+
+
+async def processed(conn: asyncpg.Connection, events: list[EventKey]) -> dict[EventKey, str]:
+    """Events already applied → their customer's current canonical id."""
+    if not events:
+        return {}
+    rows = await conn.fetch(
+        "SELECT p.tenant, p.source, p.event_id, COALESCE(c.merged_into, c.customer_id) AS customer_id"
+        " FROM identity.processed_events p"
+        " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, source, event_id) USING (tenant, source, event_id)"
+        " JOIN identity.customers c ON c.tenant = p.tenant AND c.customer_id = p.customer_id",
+        *_columns(events),
+    )
+    return {(r["tenant"], r["source"], r["event_id"]): r["customer_id"] for r in rows}
+
+
+async def owners(conn: asyncpg.Connection, idents: list[IdKey]) -> dict[IdKey, str]:
+    """Known identifiers → canonical customer id."""
+    if not idents:
+        return {}
+    rows = await conn.fetch(
+        "SELECT i.tenant, i.id_type, i.value, COALESCE(c.merged_into, c.customer_id) AS customer_id"
+        " FROM identity.identifiers i"
+        " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, id_type, value) USING (tenant, id_type, value)"
+        " JOIN identity.customers c ON c.tenant = i.tenant AND c.customer_id = i.customer_id",
+        *_columns(idents),
+    )
+    return {(r["tenant"], r["id_type"], r["value"]): r["customer_id"] for r in rows}
+
+
+async def lock_customers(conn: asyncpg.Connection, customers: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str | None]]:
+    """Lock customer rows; returns (tenant, id) → (age rank, merged_into as seen under the lock)."""
+    if not customers:
+        return {}
+    tenants, ids = zip(*sorted(customers))
+    rows = await conn.fetch(
+        "SELECT c.tenant, c.customer_id, c.seq, c.merged_into FROM identity.customers c"
+        " JOIN unnest($1::text[], $2::text[]) AS k(tenant, customer_id) USING (tenant, customer_id)"
+        " ORDER BY c.tenant, c.customer_id FOR UPDATE OF c",
+        list(tenants), list(ids),
+    )
+    return {(r["tenant"], r["customer_id"]): (r["seq"], r["merged_into"]) for r in rows}
+
+
+async def insert_customers(conn: asyncpg.Connection, rows: list[tuple[str, str, EventKey]]) -> None:
+    if rows:
+        await conn.executemany(
+            "INSERT INTO identity.customers (tenant, customer_id, created_by_source, created_by_event)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            [(t, c, by[1], by[2]) for t, c, by in rows],
+        )
+
+
+async def apply_aliases(conn: asyncpg.Connection, aliases: dict[tuple[str, str], str]) -> None:
+    """Point merged customers and all their identifiers (and older aliases) at the survivor."""
+    if not aliases:
+        return
+    tenants = [t for t, _ in aliases]
+    merged = [m for _, m in aliases]
+    survivors = list(aliases.values())
+    await conn.execute(
+        "UPDATE identity.customers c SET merged_into = a.survivor, merged_at = now()"
+        " FROM unnest($1::text[], $2::text[], $3::text[]) AS a(tenant, merged, survivor)"
+        " WHERE c.tenant = a.tenant AND (c.customer_id = a.merged OR c.merged_into = a.merged)",
+        tenants, merged, survivors,
+    )
+    await conn.execute(
+        "UPDATE identity.identifiers i SET customer_id = a.survivor"
+        " FROM unnest($1::text[], $2::text[], $3::text[]) AS a(tenant, merged, survivor)"
+        " WHERE i.tenant = a.tenant AND i.customer_id = a.merged",
+        tenants, merged, survivors,
+    )
+
+
+async def insert_identifiers(conn: asyncpg.Connection, rows: list[tuple[IdKey, str, EventKey]],
+                             first_seen: dict[EventKey, datetime], last_seen: dict[IdKey, datetime]) -> None:
+    if rows:
+        await conn.executemany(
+            "INSERT INTO identity.identifiers (tenant, id_type, value, customer_id, first_seen, last_seen,"
+            " linked_by_source, linked_by_event) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            [(i[0], i[1], i[2], c, first_seen[by], max(first_seen[by], last_seen[i]), by[1], by[2])
+             for i, c, by in rows],
+        )
+
+
+async def touch_identifiers(conn: asyncpg.Connection, seen_at: dict[IdKey, datetime]) -> None:
+    if seen_at:
+        idents = list(seen_at)
+        await conn.execute(
+            "UPDATE identity.identifiers i SET last_seen = k.seen"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS k(tenant, id_type, value, seen)"
+            " WHERE i.tenant = k.tenant AND i.id_type = k.id_type AND i.value = k.value AND i.last_seen < k.seen",
+            *_columns(idents), [seen_at[i] for i in idents],
+        )
+
+
+async def insert_processed(conn: asyncpg.Connection, assignments: dict[EventKey, str]) -> None:
+    if assignments:
+        events = list(assignments)
+        await conn.execute(
+            "INSERT INTO identity.processed_events (tenant, source, event_id, customer_id)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING",
+            *_columns(events), [assignments[e] for e in events],
+        )
+
+
+async def insert_merges(conn: asyncpg.Connection, merges: list[Merge], rule: str) -> None:
+    if merges:
+        await conn.executemany(
+            "INSERT INTO identity.merges (merge_id, tenant, survivor_id, merged_ids, rule, linking, trigger_source,"
+            " trigger_event) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            [(m.merge_id, m.tenant, m.survivor_id, m.merged_ids, rule,
+              orjson.dumps([{"type": t, "value": v} for _, t, v in m.linking]).decode(), m.trigger[1], m.trigger[2])
+             for m in merges],
+        )
+
+
+async def unpublished_merges(conn: asyncpg.Connection, limit: int = 1000) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT merge_id, tenant, survivor_id, merged_ids, rule, linking, trigger_source, trigger_event, merged_at"
+        " FROM identity.merges WHERE NOT published ORDER BY merged_at LIMIT $1", limit,
+    )
+
+
+async def mark_merges_published(conn: asyncpg.Connection, merge_ids: list[str]) -> None:
+    if merge_ids:
+        await conn.execute("UPDATE identity.merges SET published = true WHERE merge_id = ANY($1::text[])", merge_ids)
+
+
+
+
+async def unpublished_changes(conn: asyncpg.Connection, limit: int = 1000) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT change_id, tenant, event_type, subject, payload, created_at FROM identity.changes"
+        " WHERE NOT published ORDER BY created_at LIMIT $1", limit,
+    )
+
+
+async def mark_changes_published(conn: asyncpg.Connection, change_ids: list[str]) -> None:
+    if change_ids:
+        await conn.execute("UPDATE identity.changes SET published = true WHERE change_id = ANY($1::text[])", change_ids)

@@ -1,0 +1,168 @@
+"""Identity use case: resolve a batch of ingested interactions to customers and publish the results.
+
+Guarantees
+- Each upstream event (tenant, source, id) changes the graph once (``identity.processed_events`` is written in
+  the same transaction as the graph changes).
+- Its resolved form is published after the transaction committed and before the offsets are committed, with a
+  deterministic CloudEvents id; a redelivered event is published again with its customer's *current* id.
+- Merge events are written to ``identity.merges`` in the same transaction (outbox) and published afterwards
+  until acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+import asyncpg
+import orjson
+from pydantic import ValidationError
+
+from services.identity import repository as repo
+from services.identity.resolver import BatchResolver, EventKey, IdKey, Incoming, Plan
+from shared.cloudevents import CloudEvent, InvalidEvent, from_kafka
+from shared.contracts import types
+from shared.contracts.identity import CustomersMergedV1
+from shared.contracts.interaction import Identifier, InteractionIngestedV1, InteractionResolvedV1
+from shared.db import UnitOfWork
+from shared.kafka import EventProducer, OutboundRecord, dead_letter, event_record
+from shared.telemetry import Step, Steps, end_all
+
+log = logging.getLogger(__name__)
+SOURCE = "touchpoint/identity"
+RULE_SHARED_IDENTIFIER = "shared_identifier"
+NAMESPACE = uuid.UUID("a3d1f2b4-9c7e-4b1a-8e2f-5d6c7b8a9f01")
+MAX_LOCK_ROUNDS = 5
+
+
+class IdentityService:
+    def __init__(self, pool: asyncpg.Pool, producer: EventProducer, output_topic: str, steps: Steps | None = None,
+                 on_created: Callable[[int], None] = lambda n: None,
+                 on_merged: Callable[[int], None] = lambda n: None) -> None:
+        self.pool = pool
+        self.producer = producer
+        self.output_topic = output_topic
+        self.steps = steps or Steps(None, "identity")
+        self.on_created = on_created
+        self.on_merged = on_merged
+
+    async def process(self, records: Sequence[Any]) -> None:
+        """Handle one batch from the ingested-interactions topic. Idempotent; raises only transient errors."""
+        outbound, events, traces = self._decode(records)
+        steps = {k: self.steps.start("identity.resolve", traces[k]) for k in events} if self.steps.enabled else {}
+        try:
+            if events:
+                assignments = await self._resolve(events)
+                outbound.extend(self._resolved_record(t, i, assignments[k], steps.get(k)) for k, (t, i) in events.items())
+            await self.producer.send_all(outbound)
+        finally:
+            end_all(steps.values())
+        await self.publish_pending_merges()
+
+    def _decode(self, records: Sequence[Any]) -> tuple[list[OutboundRecord], dict[EventKey, tuple[str, InteractionIngestedV1]], dict]:
+        dead: list[OutboundRecord] = []
+        events: dict[EventKey, tuple[str, InteractionIngestedV1]] = {}
+        traces: dict[EventKey, Any] = {}
+        for record in records:
+            try:
+                event = from_kafka(record.value, record.headers)
+                if event.type != types.INTERACTION_INGESTED or not event.tenant:
+                    raise InvalidEvent("unsupported_type", f"{event.type!r} without tenant or not accepted here")
+                interaction = InteractionIngestedV1.model_validate(event.data)
+            except (InvalidEvent, ValidationError) as exc:
+                dead.append(dead_letter(record, getattr(exc, "reason", "invalid_data"), exc))
+                continue
+            key = (event.tenant, interaction.source, interaction.event_id)
+            events.setdefault(key, (event.tenant, interaction))
+            traces.setdefault(key, record.headers)
+        return dead, events, traces
+
+    async def _resolve(self, events: dict[EventKey, tuple[str, InteractionIngestedV1]]) -> dict[EventKey, str]:
+        incoming = [
+            Incoming(key, tuple((tenant, i.type, i.value) for i in it.identifiers), it.occurred_at)
+            for key, (tenant, it) in events.items()
+        ]
+        async with UnitOfWork(self.pool) as uow:
+            await repo.lock_identifiers(uow.conn, (i for e in incoming for i in e.identifiers))
+            done = await repo.processed(uow.conn, list(events))
+            todo = [e for e in incoming if e.key not in done]
+            if todo:
+                plan = await self._plan(uow.conn, todo)
+                await self._write(uow.conn, plan, todo)
+            await uow.commit()
+        return {**done, **(plan.assignments if todo else {})}
+
+    async def _plan(self, conn: asyncpg.Connection, todo: list[Incoming]) -> Plan:
+        idents = sorted({i for e in todo for i in e.identifiers})
+        owners = await repo.owners(conn, idents)
+        locked: dict[tuple[str, str], tuple[int, str | None]] = {}
+        for _ in range(MAX_LOCK_ROUNDS):
+            wanted = {(i[0], c) for i, c in owners.items()} - set(locked)
+            locked.update(await repo.lock_customers(conn, wanted))
+            if all(locked[(i[0], c)][1] is None for i, c in owners.items()):
+                break
+            owners = await repo.owners(conn, idents)  # merged underneath us before we locked: look again
+        else:
+            raise asyncpg.SerializationError("identity graph kept changing under the batch")
+        resolver = BatchResolver(owners, {k: seq for k, (seq, _) in locked.items()})
+        for event in todo:
+            resolver.resolve(event)
+        return resolver.finish()
+
+    async def _write(self, conn: asyncpg.Connection, plan: Plan, todo: list[Incoming]) -> None:
+        occurred = {e.key: e.occurred_at for e in todo}
+        last_seen: dict[IdKey, datetime] = {}
+        for e in todo:
+            for i in e.identifiers:
+                last_seen[i] = max(last_seen.get(i, e.occurred_at), e.occurred_at)
+        await repo.insert_customers(conn, plan.new_customers)
+        await repo.apply_aliases(conn, plan.aliases)
+        await repo.insert_identifiers(conn, plan.new_identifiers, occurred, last_seen)
+        await repo.touch_identifiers(conn, {i: last_seen[i] for i in plan.seen_identifiers})
+        await repo.insert_processed(conn, plan.assignments)
+        await repo.insert_merges(conn, plan.merges, RULE_SHARED_IDENTIFIER)
+        self.on_created(len(plan.new_customers))
+        self.on_merged(sum(len(m.merged_ids) for m in plan.merges))
+
+    def _resolved_record(self, tenant: str, interaction: InteractionIngestedV1, customer_id: str,
+                         step: Step | None) -> OutboundRecord:
+        data = interaction.model_dump(mode="json")
+        data["customer_id"] = customer_id
+        event = CloudEvent(
+            id=str(uuid.uuid5(NAMESPACE, f"resolved\x00{tenant}\x00{interaction.source}\x00{interaction.event_id}")),
+            source=SOURCE, type=types.INTERACTION_RESOLVED, time=datetime.now(timezone.utc), data=data,
+            extensions={"tenant": tenant},
+        )
+        return event_record(self.output_topic, customer_id, event, step.headers() if step else None)
+
+    async def publish_pending_merges(self) -> int:
+        """Publish outbox events not yet acknowledged: merges, splits and erasures (this batch's, an operator's,
+        and any a crash left behind)."""
+        async with UnitOfWork(self.pool) as uow:
+            merges = await repo.unpublished_merges(uow.conn)
+            changes = await repo.unpublished_changes(uow.conn)
+        if not merges and not changes:
+            return 0
+        await self.producer.send_all([self._merge_record(r) for r in merges] + [self._change_record(r) for r in changes])
+        async with UnitOfWork(self.pool) as uow:
+            await repo.mark_merges_published(uow.conn, [r["merge_id"] for r in merges])
+            await repo.mark_changes_published(uow.conn, [r["change_id"] for r in changes])
+            await uow.commit()
+        return len(merges) + len(changes)
+
+    def _change_record(self, row: Any) -> OutboundRecord:
+        event = CloudEvent(id=row["change_id"], source=SOURCE, type=row["event_type"], time=row["created_at"],
+                           data=orjson.loads(row["payload"]), extensions={"tenant": row["tenant"]})
+        return event_record(self.output_topic, row["subject"], event)
+
+    def _merge_record(self, row: Any) -> OutboundRecord:
+        merged = CustomersMergedV1(
+            merge_id=row["merge_id"], survivor_id=row["survivor_id"], merged_ids=list(row["merged_ids"]),
+            rule=row["rule"], linking_identifiers=[Identifier(**i) for i in orjson.loads(row["linking"])],
+            trigger_source=row["trigger_source"], trigger_event_id=row["trigger_event"], merged_at=row["merged_at"],
+        )
+        event = CloudEvent(id=row["merge_id"], source=SOURCE, type=types.CUSTOMERS_MERGED, time=row["merged_at"],
+                           data=merged.model_dump(mode="json"), extensions={"tenant": row["tenant"]})
+        return event_record(self.output_topic, row["survivor_id"], event)

@@ -1,0 +1,6 @@
+from shared.settings import ServiceSettings
+
+
+class IdentitySettings(ServiceSettings):
+    port: int = 8002
+    group_id: str = "touchpoint-identity"

@@ -1,0 +1,58 @@
+"""Composition root of the ingestion service."""
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from opentelemetry.sdk.trace import TracerProvider
+
+from services.ingestion import handlers, webchat, webhooks
+from services.ingestion.connectors.config import ConnectorsConfig, load_connectors
+from services.ingestion.connectors.intake import ConnectorIntake
+from services.ingestion.connectors.repository import EmailThreads, RawPayloadLog, WebchatStore
+from services.ingestion.pipeline import IngestionPipeline
+from services.ingestion.settings import IngestionSettings
+from services.ingestion.smtp import serve_smtp
+from shared import topics
+from shared.runtime import Resources, build_service
+
+
+def build_app(settings: IngestionSettings, tracer_provider: TracerProvider | None = None) -> FastAPI:
+    connectors = load_connectors(settings.connectors, settings.connectors_file)
+
+    def wire(res: Resources, app: FastAPI) -> None:
+        pipeline = IngestionPipeline(
+            res.pool, res.producer,
+            inbound_topic=res.topic(topics.INBOUND.name),
+            ingested_topic=res.topic(topics.INGESTED.name),
+            default_tenant=settings.default_tenant,
+            phone_region=settings.default_phone_region,
+            steps=res.steps,
+            on_duplicates=res.metrics.counter(
+                "touchpoint_duplicate_events_total", "Upstream events dropped as already forwarded").inc,
+        )
+        app.state.pipeline = pipeline
+        app.state.max_body_bytes = settings.max_body_bytes
+        wire_connectors(res, app, settings, connectors, pipeline)
+        res.subscribe(topics.INBOUND.name, settings.group_id, pipeline.process_inbound)
+
+    app = build_service("ingestion", settings, wire, title="Touchpoint ingestion", tracer_provider=tracer_provider)
+    app.include_router(handlers.router)
+    app.include_router(webhooks.router)
+    app.include_router(webchat.router)
+    origins = sorted({o for c in connectors.values() if c.webchat
+                      for site in c.webchat.site_keys.values() for o in site.origins})
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-Site-Key", "Last-Event-ID"])
+    if settings.smtp_enabled:
+        serve_smtp(app, settings.smtp_host, settings.smtp_port, settings.smtp_max_message_bytes)
+    return app
+
+
+def wire_connectors(res: Resources, app: FastAPI, settings: IngestionSettings, connectors: ConnectorsConfig,
+                    pipeline: IngestionPipeline) -> None:
+    """Channel connectors (docs/connectors.md): webhooks, web chat and, when enabled, the SMTP listener."""
+    app.state.intake = ConnectorIntake(connectors, pipeline, RawPayloadLog(res.pool, settings.raw_payload_max_bytes))
+    app.state.public_url = settings.public_url
+    app.state.webchat = WebchatStore(res.pool)
+    app.state.reply_hub = webchat.ReplyHub()
+    app.state.email_threads = EmailThreads(res.pool)

@@ -1,0 +1,153 @@
+"""Ingestion use cases: the Kafka path (inbound topic → normalised internal topic) and the HTTP gateway.
+
+Guarantees
+- Kafka path: an upstream event is forwarded at least once and, once its forwarding has been recorded, never
+  again (``ingestion.seen_events``). Order per batch: look up seen events → publish and wait for acks →
+  record them as seen → (caller) commit offsets. A crash between the acks and the record republishes the
+  same events with the same ids; identity and timeline apply each one once.
+- Invalid records go to ``touchpoint.inbound.v1.dlq`` with the reason in headers; the batch goes on.
+- HTTP path: an event is answered 2xx only after Kafka acknowledged it on ``touchpoint.inbound.v1``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, Sequence
+
+import asyncpg
+import orjson
+from opentelemetry.trace import SpanKind
+
+from services.ingestion import repository
+from services.ingestion.normalise import ingest, ingested_event_id, partition_key
+from shared.cloudevents import CloudEvent, InvalidEvent, from_kafka, from_structured, to_kafka_headers, to_structured
+from shared.contracts import types
+from shared.contracts.interaction import InteractionIngestedV1
+from shared.db import UnitOfWork
+from shared.kafka import EventProducer, OutboundRecord, dead_letter, event_record
+from shared.telemetry import Step, Steps, end_all
+
+log = logging.getLogger(__name__)
+SOURCE = "touchpoint/ingestion"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    id: str | None
+    reason: str
+    detail: str
+
+
+class IngestionPipeline:
+    def __init__(self, pool: asyncpg.Pool, producer: EventProducer, inbound_topic: str, ingested_topic: str,
+                 default_tenant: str, phone_region: str, steps: Steps | None = None,
+                 on_duplicates: Callable[[int], None] = lambda n: None) -> None:
+        self.steps = steps or Steps(None, "ingestion")
+        self.on_duplicates = on_duplicates
+        self.pool = pool
+        self.producer = producer
+        self.inbound_topic = inbound_topic
+        self.ingested_topic = ingested_topic
+        self.default_tenant = default_tenant
+        self.phone_region = phone_region
+
+    # --- Kafka path ------------------------------------------------------------------------------------
+
+    async def process_inbound(self, records: Sequence[Any]) -> None:
+        """Handle one batch from the inbound topic. Idempotent; raises only on transient failures."""
+        now = datetime.now(timezone.utc)
+        outbound: list[OutboundRecord] = []
+        accepted: dict[tuple[str, str, str], tuple[InteractionIngestedV1, Any]] = {}
+        for record in records:
+            try:
+                event = from_kafka(record.value, record.headers)
+                tenant, interaction = ingest(event, self.default_tenant, self.phone_region, now)
+            except InvalidEvent as exc:
+                outbound.append(dead_letter(record, exc.reason, exc))
+                continue
+            accepted.setdefault((tenant, interaction.source, interaction.event_id), (interaction, record.headers))
+        async with UnitOfWork(self.pool) as uow:
+            seen = await repository.already_seen(uow.conn, list(accepted))
+        fresh = [(key, i, h) for key, (i, h) in accepted.items() if key not in seen]
+        steps = [self.steps.start("ingestion.normalise", h, channel=i.channel) for _, i, h in fresh]
+        outbound.extend(self._ingested_record(key[0], i, now, step) for (key, i, _), step in zip(fresh, steps))
+        try:
+            await self.producer.send_all(outbound)
+            async with UnitOfWork(self.pool) as uow:
+                await repository.mark_seen(uow.conn, [key for key, _, _ in fresh])
+                await uow.commit()
+        finally:
+            end_all(steps)
+        self.on_duplicates(len(accepted) - len(fresh))
+        if len(outbound) > len(fresh):
+            log.warning("dead-lettered inbound records", extra={"count": len(outbound) - len(fresh)})
+
+    def _ingested_record(self, tenant: str, interaction: InteractionIngestedV1, now: datetime, step: Step) -> OutboundRecord:
+        key = partition_key(tenant, interaction.identifiers)
+        event = CloudEvent(
+            id=ingested_event_id(tenant, interaction.source, interaction.event_id),
+            source=SOURCE,
+            type=types.INTERACTION_INGESTED,
+            time=now,
+            data=interaction.model_dump(mode="json"),
+            extensions={"tenant": tenant},
+        )
+        return event_record(self.ingested_topic, key, event, step.headers())
+
+    # --- HTTP gateway ----------------------------------------------------------------------------------
+
+    async def accept_http(self, items: list[Any], tenant: str, trace: Mapping[str, str] | None = None,
+                          span: str = "ingestion.accept") -> tuple[list[str], list[Rejection]]:
+        """Validate structured-mode events and relay the valid ones to the inbound topic.
+
+        Returns (accepted ids, rejections). Raises on Kafka failure: the caller answers 503. ``trace`` is the
+        request's headers: a ``traceparent`` there becomes the parent of the ``ingestion.accept`` span.
+        """
+        now = datetime.now(timezone.utc)
+        accepted: list[str] = []
+        rejected: list[Rejection] = []
+        records: list[OutboundRecord] = []
+        step = self.steps.start(span, trace, kind=SpanKind.SERVER, events=len(items))
+        for index, item in enumerate(items):
+            try:
+                record = self._validated_record(item, tenant, now, step)
+            except InvalidEvent as exc:
+                event_id = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
+                rejected.append(Rejection(index, event_id, exc.reason, exc.detail))
+                continue
+            records.append(record)
+            accepted.append(item["id"])
+        try:
+            await self.producer.send_all(records)
+        except Exception as exc:
+            step.end(exc)
+            raise
+        step.end()
+        return accepted, rejected
+
+    async def relay(self, events: list[CloudEvent], tenant: str) -> tuple[list[str], list[Rejection]]:
+        """Relay events a channel connector built for ``tenant`` to the inbound topic, through the same
+        validation as structured-mode HTTP events. Returns (accepted ids, rejections); raises on Kafka failure.
+        """
+        return await self.accept_http([_structured(e) for e in events], tenant, span="ingestion.relay_connector")
+
+    def _validated_record(self, item: Any, tenant: str, now: datetime, step: Step) -> OutboundRecord:
+        event = from_structured(item)
+        if event.tenant is not None and event.tenant != tenant:
+            raise InvalidEvent("tenant_mismatch", "the event's tenant differs from the API key's tenant", event.id)
+        event.extensions["tenant"] = tenant
+        _, interaction = ingest(event, tenant, self.phone_region, now)
+        key = partition_key(tenant, interaction.identifiers)
+        value = orjson.dumps(event.data)
+        return OutboundRecord(self.inbound_topic, key.encode(), value, to_kafka_headers(event) + step.headers())
+
+
+def _structured(event: CloudEvent) -> Any:
+    """The event as structured-mode JSON, so relayed events meet exactly the checks HTTP events meet."""
+    try:
+        return orjson.loads(orjson.dumps(to_structured(event)))
+    except orjson.JSONEncodeError:
+        raise InvalidEvent("invalid_data", "the event is not serialisable as UTF-8 JSON", event.id) from None

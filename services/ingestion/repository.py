@@ -1,0 +1,30 @@
+"""SQL of the ingestion service. Functions take a connection; they never commit."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from shared.db import columns as _columns
+
+Key = tuple[str, str, str]  # tenant, source, event id
+
+
+async def already_seen(conn: asyncpg.Connection, keys: list[Key]) -> set[Key]:
+    if not keys:
+        return set()
+    rows = await conn.fetch(
+        "SELECT s.tenant, s.source, s.event_id FROM ingestion.seen_events s"
+        " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, source, event_id)"
+        " USING (tenant, source, event_id)",
+        *_columns(keys),
+    )
+    return {(r["tenant"], r["source"], r["event_id"]) for r in rows}
+
+
+async def mark_seen(conn: asyncpg.Connection, keys: list[Key]) -> None:
+    if keys:
+        await conn.execute(
+            "INSERT INTO ingestion.seen_events (tenant, source, event_id)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
+            *_columns(keys),
+        )

@@ -1,0 +1,77 @@
+"""Rebuild the timeline projection from the identity topic: ``python -m services.timeline.rebuild``.
+
+Run it with the timeline service stopped (it refuses while the group has members). It empties the projection
+(keeping the list of erased customers, so an erasure stays an erasure), replays ``touchpoint.identity.v1``
+from the beginning to its current end through the same projection code with publishing switched off
+(downstream topics already carry these entries), and moves the service's consumer group to that end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from rich.progress import Progress
+
+from services.timeline.projection import TimelineProjection
+from services.timeline.settings import TimelineSettings
+from shared import topics
+from shared.db import create_pool
+from shared.ops import partitions
+
+TABLES = ("entries", "aliases", "applied_merges", "customers", "identifiers")
+
+
+class _Silent:
+    async def send_all(self, records) -> None:  # noqa: ANN001 - the producer port, publishing nothing
+        return None
+
+
+async def group_members(bootstrap: str, group: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return sum(len(g[5]) for response in await admin.describe_consumer_groups([group]) for g in response.groups)
+    finally:
+        await admin.close()
+
+
+async def rebuild(settings: TimelineSettings) -> int:
+    if await group_members(settings.kafka_bootstrap_servers, settings.group_id):
+        raise SystemExit("the timeline service is running (its consumer group has members): stop it first")
+    topic = settings.topic_prefix + topics.IDENTITY.name
+    pool = await create_pool(settings.database_url.get_secret_value(), 1, 2)
+    projection = TimelineProjection(pool, _Silent(), "unused", "unused")
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.group_id,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("TRUNCATE " + ", ".join(f"timeline.{t}" for t in TABLES))
+        parts = await partitions(consumer, topic)
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        total, done = sum(end.values()), 0
+        with Progress() as progress:
+            task = progress.add_task(f"replaying {topic}", total=total)
+            while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
+                fetched = (await consumer.getmany(timeout_ms=500, max_records=1000)).values()
+                batch = [r for rs in fetched for r in rs if r.offset < end[TopicPartition(r.topic, r.partition)]]
+                if batch:
+                    await projection.process(batch)
+                    done += len(batch)
+                    progress.update(task, advance=len(batch))
+        await consumer.commit({tp: end[tp] for tp in parts})
+        return done
+    finally:
+        await consumer.stop()
+        await pool.close()
+
+
+if __name__ == "__main__":
+    replayed = asyncio.run(rebuild(TimelineSettings()))
+    print(f"rebuilt the timeline from {replayed} records")
+    sys.exit(0)

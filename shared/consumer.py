@@ -1,0 +1,103 @@
+"""Batch subscribers with Touchpoint's delivery semantics, on top of FastStream.
+
+Every subscriber has an explicit group id, reads from the earliest offset when the group is new, and uses
+``NACK_ON_ERROR``: FastStream commits the consumer position only after the handler returned, i.e. after the
+batch's database transaction committed and its output was acknowledged by Kafka. A handler that raises
+rewinds every partition of the batch to its first record, so nothing is skipped.
+
+The processor receives the raw aiokafka records (it decodes them itself, sending bad ones to the dead-letter
+topic; FastStream's own body decoding is switched off so that an undecodable record cannot fail the batch
+before the processor sees it). Transient failures are retried with backoff inside one delivery; any failure
+that escapes waits a growing, jittered delay before the batch is handed back, so a persistent failure never
+turns into a hot loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable, Sequence
+
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from shared.metrics import ServiceMetrics
+from shared.retry import backoff, with_retries
+from shared.settings import ServiceSettings
+
+BatchProcessor = Callable[[Sequence[ConsumerRecord]], Awaitable[None]]
+log = logging.getLogger(__name__)
+
+
+async def _undecoded(_message: object) -> None:
+    """Leave record values alone: processors decode (and dead-letter) records themselves."""
+    return None
+
+
+def make_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        allow_auto_create_topics=False,
+        logger=logging.getLogger(f"touchpoint.{client_id}.broker"),
+        log_level=logging.DEBUG,
+    )
+
+
+def _record_lag(metrics: ServiceMetrics, consumer, records: Sequence[ConsumerRecord]) -> None:
+    if consumer is None:
+        return
+    last: dict[tuple[str, int], int] = {}
+    for r in records:
+        last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
+    for (topic, partition), offset in last.items():
+        highwater = consumer.highwater(TopicPartition(topic, partition))
+        if highwater is not None:
+            metrics.lag.labels(topic, str(partition)).set(max(0, highwater - offset - 1))
+
+
+def subscribe_batches(
+    broker: KafkaBroker, topic: str, group_id: str, process: BatchProcessor, settings: ServiceSettings,
+    metrics: ServiceMetrics,
+) -> None:
+    """Register ``process`` as the batch handler of ``topic`` in consumer group ``group_id``."""
+
+    failures = 0
+
+    async def handle(msg: KafkaMessage) -> None:
+        nonlocal failures
+        raw = msg.raw_message
+        records = raw if isinstance(raw, tuple) else (raw,)
+        metrics.batch_size.labels(topic).observe(len(records))
+        try:
+            with metrics.batch_seconds.labels(topic).time():
+                await with_retries(
+                    lambda: process(records), settings.retry_attempts, settings.retry_base_seconds,
+                    settings.retry_max_seconds, what=f"{group_id}<-{topic}",
+                )
+        except Exception as exc:
+            failures += 1
+            metrics.batch_failures.labels(topic, type(exc).__name__).inc()
+            delay = backoff(failures, settings.retry_base_seconds, settings.retry_max_seconds)
+            log.error("batch failed; handing it back to Kafka",
+                      extra={"topic": topic, "records": len(records), "error": type(exc).__name__,
+                             "consecutive_failures": failures, "delay_s": round(delay, 3)})
+            await asyncio.sleep(delay)
+            raise
+        failures = 0
+        metrics.consumed.labels(topic).inc(len(records))
+        _record_lag(metrics, getattr(msg, "consumer", None), records)
+
+    broker.subscriber(
+        topic,
+        group_id=group_id,
+        batch=True,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_poll_interval_ms=600_000,
+        decoder=_undecoded,
+    )(handle)

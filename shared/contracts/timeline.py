@@ -1,0 +1,51 @@
+"""Downstream contracts published by the timeline service."""
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.contracts.interaction import Channel, Direction, Identifier
+
+
+class TimelineEntryAddedV1(BaseModel):
+    """``touchpoint.timeline.entry_added.v1`` on ``touchpoint.timeline.v1``, keyed by customer id.
+
+    ``entry_id`` is stable (derived from the upstream ``source`` and ``id``) and is also the CloudEvents
+    ``id``, so a consumer can de-duplicate a redelivery.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    entry_id: str
+    customer_id: str
+    kind: str
+    occurred_at: datetime
+    channel: Channel
+    direction: Direction
+    source: str
+    event_id: str
+    conversation_id: str | None = None
+    case_id: str | None = None
+    subject: str | None = None
+    text: str | None = None
+    language: str | None = None
+    agent_id: str | None = None
+    tags: list[str] = []
+
+
+class CustomerSnapshotV1(BaseModel):
+    """``touchpoint.customer.snapshot.v1`` on the compacted ``touchpoint.customers.v1``.
+
+    The latest profile of a customer. A record with a null value (tombstone) under a customer id means the
+    id no longer exists (merged away or erased); ``merged_into`` is carried by the merge's last snapshot.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    customer_id: str
+    identifiers: list[Identifier]
+    channels: list[str]
+    first_contact_at: datetime | None
+    last_contact_at: datetime | None
+    entry_count: int
+    merged_ids: list[str] = []

@@ -1,0 +1,10 @@
+"""CloudEvents ``type`` names, versioned as ``touchpoint.<domain>.<event>.v<major>``."""
+
+INTERACTION_OCCURRED = "touchpoint.interaction.occurred.v1"
+INTERACTION_INGESTED = "touchpoint.interaction.ingested.v1"
+INTERACTION_RESOLVED = "touchpoint.interaction.resolved.v1"
+CUSTOMERS_MERGED = "touchpoint.identity.customers_merged.v1"
+CUSTOMER_SPLIT = "touchpoint.identity.customer_split.v1"
+CUSTOMER_ERASED = "touchpoint.identity.customer_erased.v1"
+TIMELINE_ENTRY_ADDED = "touchpoint.timeline.entry_added.v1"
+CUSTOMER_SNAPSHOT = "touchpoint.customer.snapshot.v1"

@@ -1,0 +1,66 @@
+"""Helpers for Touchpoint's FastAPI surfaces: one error shape, API-key dependencies, health routes.
+
+Every 4xx/5xx body is ``{"error": {"reason": <stable code>, "detail": <text>}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+from fastapi import FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from shared.auth import ApiKeyVerifier, AuthError, Principal, key_from_headers
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.detail = status, reason, detail
+
+
+def error_body(reason: str, detail: str = "") -> dict:
+    return {"error": {"reason": reason, "detail": detail}}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.reason, exc.detail), status_code=exc.status)
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(_: Request, exc: AuthError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(error_body(exc.reason), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return JSONResponse(error_body("invalid_request", detail), status_code=422)
+
+
+def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates the caller's API key for ``scope``."""
+
+    async def dependency(
+        request: Request,
+        authorization: str | None = Header(default=None),
+        x_api_key: str | None = Header(default=None),
+    ) -> Principal:
+        verifier: ApiKeyVerifier = request.app.state.verifier
+        return await verifier.verify(key_from_headers(authorization, x_api_key), scope)
+
+    return dependency
+
+
+def add_health_routes(app: FastAPI, ready: Callable[[], Awaitable[dict[str, bool]]]) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        checks = await ready()
+        ok = all(checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)

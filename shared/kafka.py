@@ -1,0 +1,143 @@
+"""Kafka plumbing shared by every service: the idempotent producer, dead letters and topic provisioning.
+
+The producer is configured for exactly-once *effects* downstream: idempotence on (acks=all), large batches,
+a few milliseconds of linger. ``send_all`` waits for every acknowledgement, so a caller that commits its
+consumer offsets afterwards never commits past something that is not durably in Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.cloudevents import CloudEvent, to_kafka_headers
+from shared.metrics import ServiceMetrics
+from shared.topics import REGISTRY, TopicSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRecord:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def event_record(topic: str, key: str, event: CloudEvent, trace: list[tuple[str, bytes]] | None = None) -> OutboundRecord:
+    """A binary-mode record whose value is the event's data serialised as JSON; ``trace`` adds trace headers."""
+    value = None if event.data is None else orjson.dumps(event.data)
+    headers = to_kafka_headers(event)
+    if trace:
+        headers.extend(trace)
+    return OutboundRecord(topic, key.encode(), value, headers)
+
+
+def tombstone(topic: str, key: str) -> OutboundRecord:
+    return OutboundRecord(topic, key.encode(), None, [])
+
+
+class EventProducer:
+    """One idempotent aiokafka producer per process; created by the composition root."""
+
+    def __init__(self, bootstrap_servers: str, client_id: str, metrics: ServiceMetrics | None = None) -> None:
+        self._metrics = metrics
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=512 * 1024,
+            max_request_size=4 * 1024 * 1024,
+            request_timeout_ms=30_000,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send_all(self, records: Sequence[OutboundRecord]) -> None:
+        """Send every record and wait until Kafka acknowledged all of them. Raises on any failure."""
+        if not records:
+            return
+        futures = [
+            await self._producer.send(r.topic, value=r.value, key=r.key, headers=r.headers) for r in records
+        ]
+        await asyncio.gather(*futures)
+        if self._metrics:
+            self._count(records)
+
+    def _count(self, records: Sequence[OutboundRecord]) -> None:
+        per_topic: dict[str, int] = {}
+        for r in records:
+            per_topic[r.topic] = per_topic.get(r.topic, 0) + 1
+            if r.topic.endswith(".dlq"):
+                reason = next((v.decode() for k, v in r.headers if k == "touchpoint.errors.reason"), "unknown")
+                self._metrics.dead_lettered.labels(r.topic[:-4], reason).inc()
+        for topic, n in per_topic.items():
+            self._metrics.produced.labels(topic).inc(n)
+
+    async def ping(self, timeout: float = 3.0) -> bool:
+        """Whether the cluster answers a metadata request within ``timeout`` seconds."""
+        try:
+            return bool(await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout))
+        except Exception:  # noqa: BLE001 - readiness probe: any failure means "not ready"
+            return False
+
+
+def dead_letter(record, reason: str, error: BaseException | str) -> OutboundRecord:
+    """The record as it was, to ``<topic>.dlq``, with origin and error in Kafka-Connect-style headers."""
+    exc_class = type(error).__name__ if isinstance(error, BaseException) else "InvalidEvent"
+    message = str(error)[:2000]
+    headers = list(record.headers or ()) + [
+        ("__connect.errors.topic", record.topic.encode()),
+        ("__connect.errors.partition", str(record.partition).encode()),
+        ("__connect.errors.offset", str(record.offset).encode()),
+        ("__connect.errors.exception.class.name", exc_class.encode()),
+        ("__connect.errors.exception.message", message.encode()),
+        ("touchpoint.errors.reason", reason.encode()),
+    ]
+    return OutboundRecord(record.topic + ".dlq", record.key, record.value, headers)
+
+
+def all_topics(prefix: str) -> list[tuple[str, TopicSpec, bool]]:
+    """(name, spec, is_dead_letter) for every topic and its dead-letter twin."""
+    out = []
+    for spec in REGISTRY:
+        out.append((spec.qualified(prefix), spec, False))
+        out.append((spec.dead_letter(prefix), spec, True))
+    return out
+
+
+async def create_topics(bootstrap_servers: str, prefix: str = "", partitions: dict[str, int] | None = None) -> list[str]:
+    """Create every registry topic that does not exist yet; returns the names created. Idempotent."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = []
+        for name, spec, is_dlq in all_topics(prefix):
+            if name in existing:
+                continue
+            count = 1 if is_dlq else (partitions or {}).get(spec.name, spec.partitions)
+            config = {} if is_dlq else dict(spec.config)
+            wanted.append(NewTopic(name, num_partitions=count, replication_factor=1, topic_configs=config))
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()

@@ -1,0 +1,108 @@
+"""Kafka-side operations used by the ``touchpoint`` command: lag, reading a topic to its end, dead letters.
+
+Dead letters are printed without their values (which may hold personal data): origin, reason and error only.
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.topics import REGISTRY
+
+ERROR_HEADER_PREFIXES = ("__connect.errors.", "touchpoint.errors.")
+
+
+def consumer_groups(prefix: str = "") -> list[tuple[str, str]]:
+    """(group id, topic) for every service subscription in the registry."""
+    return [(f"touchpoint-{c}", spec.qualified(prefix)) for spec in REGISTRY for c in spec.consumers
+            if c not in ("downstream", "upstream")]
+
+
+async def partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - metadata of a topic we do not subscribe to
+    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+
+
+async def lag(bootstrap: str, prefix: str = "") -> list[dict]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        rows = []
+        for group, topic in consumer_groups(prefix):
+            committed = await admin.list_consumer_group_offsets(group)
+            parts = await partitions(consumer, topic)
+            end = await consumer.end_offsets(parts) if parts else {}
+            for tp in parts:
+                done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
+                rows.append({"group": group, "topic": topic, "partition": tp.partition, "committed": done,
+                             "end": end[tp], "lag": end[tp] - done})
+        return rows
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def read_to_end(bootstrap: str, topic: str, group_id: str | None = None) -> AsyncIterator:
+    """Yield the records of ``topic`` from the group's position (or the beginning) up to the end offsets of now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        parts = await partitions(consumer, topic)
+        if not parts:
+            return
+        consumer.assign(parts)
+        if group_id is None:
+            await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=1000)).values():
+                for record in records:
+                    if record.offset < end[TopicPartition(record.topic, record.partition)]:
+                        yield record
+        if group_id is not None:
+            await consumer.commit({tp: end[tp] for tp in parts})
+    finally:
+        await consumer.stop()
+
+
+def describe_dead_letter(record) -> dict:
+    headers = {k: (v.decode(errors="replace") if v is not None else None) for k, v in record.headers}
+    return {
+        "offset": record.offset,
+        "origin": f"{headers.get('__connect.errors.topic')}[{headers.get('__connect.errors.partition')}]"
+                  f"@{headers.get('__connect.errors.offset')}",
+        "reason": headers.get("touchpoint.errors.reason"),
+        "error": headers.get("__connect.errors.exception.class.name"),
+        "message": headers.get("__connect.errors.exception.message"),
+        "value_bytes": len(record.value or b""),
+    }
+
+
+async def redrive(bootstrap: str, dead_letter_topic: str, reason: str | None = None) -> tuple[int, int]:
+    """Send dead letters back to their origin topic, without the error headers. Records already re-driven are
+    not sent again (progress is kept by the ``touchpoint-dlq-redrive`` group). Returns (sent, skipped)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    sent = skipped = 0
+    try:
+        futures = []
+        async for record in read_to_end(bootstrap, dead_letter_topic, group_id="touchpoint-dlq-redrive"):
+            headers = dict(record.headers)
+            origin = headers.get("__connect.errors.topic")
+            if origin is None or (reason and headers.get("touchpoint.errors.reason", b"").decode() != reason):
+                skipped += 1
+                continue
+            kept = [(k, v) for k, v in record.headers if not k.startswith(ERROR_HEADER_PREFIXES)]
+            futures.append(await producer.send(origin.decode(), value=record.value, key=record.key, headers=kept))
+            sent += 1
+        for future in futures:
+            await future
+        return sent, skipped
+    finally:
+        await producer.stop()

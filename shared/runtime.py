@@ -1,0 +1,126 @@
+"""What every service process has: a database pool, an idempotent producer, a FastStream broker, an HTTP app.
+
+A service's ``main.py`` is its composition root: it builds its settings, then calls :func:`build_service`
+with a ``wire`` function that creates the service's use cases from these resources, registers its batch
+subscribers and stores what its HTTP routes need on ``app.state``. Nothing else creates clients.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable
+
+import time
+
+import asyncpg
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from faststream.kafka import KafkaBroker
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.auth import ApiKeyVerifier
+from shared.consumer import BatchProcessor, make_broker, subscribe_batches
+from shared.db import create_pool
+from shared.httpapi import add_health_routes, install_error_handlers
+from shared.kafka import EventProducer
+from shared.logs import configure_logging
+from shared.metrics import ServiceMetrics
+from shared.settings import ServiceSettings
+from shared.telemetry import Steps, provider_from_environment
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Resources:
+    settings: ServiceSettings
+    pool: asyncpg.Pool
+    producer: EventProducer
+    broker: KafkaBroker
+    metrics: ServiceMetrics
+    steps: Steps
+
+    def topic(self, name: str) -> str:
+        return self.settings.topic_prefix + name
+
+    def subscribe(self, topic_name: str, group_id: str, process: BatchProcessor) -> None:
+        """Consume ``topic_name`` (registry name; the prefix is added) in batches with ``process``."""
+        subscribe_batches(self.broker, self.topic(topic_name), group_id, process, self.settings, self.metrics)
+
+
+Wire = Callable[[Resources, FastAPI], None]
+
+
+def build_service(name: str, settings: ServiceSettings, wire: Wire, title: str,
+                  tracer_provider: TracerProvider | None = None) -> FastAPI:
+    """The service's HTTP app; its lifespan creates the clients, wires the service and starts consuming.
+
+    ``tracer_provider`` defaults to one configured by the standard ``OTEL_*`` variables (none: tracing off).
+    """
+    metrics = ServiceMetrics()
+    provider = tracer_provider if tracer_provider is not None else provider_from_environment(name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(settings.database_url.get_secret_value(), settings.db_pool_min, settings.db_pool_max)
+        metrics.watch_pool(lambda: (pool.get_size(), pool.get_idle_size(), pool.get_max_size()))
+        producer = EventProducer(settings.kafka_bootstrap_servers, client_id=f"touchpoint-{name}", metrics=metrics)
+        await producer.start()
+        broker = make_broker(settings, f"touchpoint-{name}")
+        resources = Resources(settings, pool, producer, broker, metrics, Steps(provider, name))
+        app.state.resources = resources
+        app.state.verifier = ApiKeyVerifier(pool)
+        wire(resources, app)
+        await broker.start()
+        log.info("service started", extra={"port": settings.port})
+        try:
+            yield
+        finally:
+            await broker.stop()
+            await producer.stop()
+            await pool.close()
+            if provider is not None:
+                provider.shutdown()
+            log.info("service stopped")
+
+    app = FastAPI(title=title, lifespan=lifespan)
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    _add_http_metrics(app, metrics)
+
+    async def ready() -> dict[str, bool]:
+        resources: Resources = app.state.resources
+        try:
+            await resources.pool.fetchval("SELECT 1", timeout=3)
+            db_ok = True
+        except Exception:  # noqa: BLE001 - readiness: any failure means not ready
+            db_ok = False
+        return {"database": db_ok, "kafka": await resources.producer.ping()}
+
+    add_health_routes(app, ready)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _add_http_metrics(app: FastAPI, metrics: ServiceMetrics) -> None:
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics.http_requests.labels(template, request.method, str(response.status_code)).inc()
+        metrics.http_seconds.labels(template).observe(time.perf_counter() - started)
+        return response
+
+
+def run(name: str, app: FastAPI, settings: ServiceSettings) -> None:
+    configure_logging(name, settings.log_level)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=20)

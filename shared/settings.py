@@ -1,0 +1,33 @@
+"""Typed settings shared by every service, read once from the environment at start-up.
+
+Every variable carries the ``TOUCHPOINT_`` prefix (``TOUCHPOINT_KAFKA_BOOTSTRAP_SERVERS``,
+``TOUCHPOINT_DATABASE_URL``, ...). Services subclass :class:`ServiceSettings` for their own options.
+Tests build settings objects directly instead of mutating the environment.
+"""
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOUCHPOINT_", extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    # Prepended to every topic name; empty in production so public topic names stay fixed.
+    topic_prefix: str = ""
+    database_url: SecretStr = SecretStr("postgresql://touchpoint:touchpoint@127.0.0.1:15432/touchpoint")
+    db_pool_min: int = 1
+    db_pool_max: int = 4
+    default_tenant: str = "default"
+    # Region assumed for phone numbers written without a country code (ISO 3166-1 alpha-2).
+    default_phone_region: str = "DE"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    # Batch consumption: records per poll and how long an empty poll waits.
+    batch_max_records: int = 1000
+    batch_timeout_ms: int = 20
+    # Transient failures: attempts inside one delivery before the batch is handed back to Kafka.
+    retry_attempts: int = 6
+    retry_base_seconds: float = 0.2
+    retry_max_seconds: float = 10.0

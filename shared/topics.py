@@ -1,0 +1,85 @@
+"""The topic registry: every topic, its key, the event types on it, its one producer and its consumers.
+
+Public topics have fixed names that outside systems rely on; internal topics are Touchpoint's own.
+Every topic has a dead-letter twin named ``<topic>.dlq``. Services never create topics: the
+``touchpoint topics create`` command provisions them from this registry.
+"""
+
+from dataclasses import dataclass, field
+
+from shared.contracts import types as t
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    key: str
+    event_types: tuple[str, ...]
+    producer: str
+    consumers: tuple[str, ...]
+    public: bool = False
+    compacted: bool = False
+    config: dict[str, str] = field(default_factory=dict)
+
+    def qualified(self, prefix: str = "") -> str:
+        return prefix + self.name
+
+    def dead_letter(self, prefix: str = "") -> str:
+        return prefix + self.name + ".dlq"
+
+
+INBOUND = TopicSpec(
+    name="touchpoint.inbound.v1",
+    partitions=6,
+    key="any (upstream's choice); ingestion's HTTP gateway uses source/id",
+    event_types=(t.INTERACTION_OCCURRED,),
+    producer="upstream",  # upstream systems, directly or through ingestion's HTTP gateway
+    consumers=("ingestion",),
+    public=True,
+)
+INGESTED = TopicSpec(
+    name="touchpoint.ingestion.interactions.v1",
+    partitions=6,
+    key="tenant/identifier type:value of the highest-priority identifier",
+    event_types=(t.INTERACTION_INGESTED,),
+    producer="ingestion",
+    consumers=("identity",),
+)
+IDENTITY = TopicSpec(
+    name="touchpoint.identity.v1",
+    partitions=6,
+    key="customer id",
+    event_types=(t.INTERACTION_RESOLVED, t.CUSTOMERS_MERGED, t.CUSTOMER_SPLIT, t.CUSTOMER_ERASED),
+    producer="identity",
+    consumers=("timeline",),
+)
+TIMELINE = TopicSpec(
+    name="touchpoint.timeline.v1",
+    partitions=6,
+    key="customer id",
+    event_types=(t.TIMELINE_ENTRY_ADDED,),
+    producer="timeline",
+    consumers=("downstream",),
+    public=True,
+)
+CUSTOMERS = TopicSpec(
+    name="touchpoint.customers.v1",
+    partitions=6,
+    key="customer id (tombstone when the id stops existing)",
+    event_types=(t.CUSTOMER_SNAPSHOT,),
+    producer="timeline",
+    consumers=("downstream",),
+    public=True,
+    compacted=True,
+    config={"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "600000"},
+)
+
+REGISTRY: tuple[TopicSpec, ...] = (INBOUND, INGESTED, IDENTITY, TIMELINE, CUSTOMERS)
+
+
+def by_name(name: str) -> TopicSpec:
+    for spec in REGISTRY:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)

@@ -1,0 +1,83 @@
+"""Two identity instances in one consumer group, events for the same new identifiers on different partitions:
+exactly one customer per person."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tests.support import checks, kafka_io
+from tests.support.data import Event
+from tests.support.stack import new_stack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+async def stack(infra):
+    s = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
+    s.start("ingestion")
+    s.start("identity", name="identity-a")
+    s.start("identity", name="identity-b")
+    s.start("timeline")
+    for proc in s.processes.values():
+        await proc.wait_ready()
+    yield s
+    s.stop_all()
+
+
+def contested_events(tenant: str, people: int, count: int, seed: int = 5) -> list[Event]:
+    """Each event carries 1–3 of its person's identifiers, so one person's events have different partition keys
+    (user_id, email or phone first) and reach both instances at once; one event per person carries all three."""
+    rng = random.Random(seed)
+    out = []
+    for n in range(count):
+        person = n % people
+        ids = [{"type": "user_id", "value": f"u{person}"}, {"type": "email", "value": f"p{person}@example.net"},
+               {"type": "phone", "value": f"+1 202 555 {person:04d}"}]
+        chosen = ids if n < people else rng.sample(ids, rng.randint(1, 3))
+        out.append(Event(str(uuid.UUID(int=rng.getrandbits(128))), "load", tenant, person,
+                         {"channel": "chat", "direction": "inbound", "identifiers": chosen}))
+    rng.shuffle(out)
+    return out
+
+
+async def group_members(bootstrap: str, group: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_consumer_groups([group])
+        return sum(len(g[5]) for response in described for g in response.groups)
+    finally:
+        await admin.close()
+
+
+async def test_two_identity_instances_create_no_duplicate_customers(stack):
+    async def both_joined():
+        return await group_members(stack.bootstrap_servers, "touchpoint-identity") == 2
+
+    await kafka_io.wait_for(both_joined, timeout=60, what="two identity members")
+    tenant = "race"
+    events = contested_events(tenant, people=150, count=4000)
+    await kafka_io.publish(stack.bootstrap_servers, stack.topic("touchpoint.inbound.v1"),
+                           [kafka_io.binary_record(e) for e in events])
+
+    async def all_stored():
+        return await checks.timeline_count(stack, tenant) >= len(events)
+
+    await kafka_io.wait_for(all_stored, timeout=120, what="all rows")
+    await asyncio.sleep(1)
+    count, partition, _ = await checks.stored_partition(stack, tenant)
+    checks.assert_known_answer(events, count, partition)
+    conn = await stack.connect()
+    live = await conn.fetchval(
+        "SELECT count(*) FROM identity.customers WHERE tenant = $1 AND merged_into IS NULL", tenant)
+    per_instance = await conn.fetchval("SELECT count(DISTINCT customer_id) FROM identity.identifiers WHERE tenant = $1", tenant)
+    await conn.close()
+    assert live == 150 and per_instance == 150
+    print(f"\ntwo identity instances, {len(events)} events for 150 people: customers {live}, "
+          f"timeline groups {len(partition)}, rows {count}")

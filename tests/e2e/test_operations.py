@@ -1,0 +1,104 @@
+"""Operations surface of every running service: Prometheus metrics, liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from tests.support import checks, kafka_io
+from tests.support.data import generate
+from tests.support.infra import LocalInfra
+from tests.support.stack import new_stack
+
+pytestmark = pytest.mark.e2e
+
+COMMON = ("touchpoint_consumed_records_total", "touchpoint_produced_records_total",
+          "touchpoint_dead_lettered_records_total", "touchpoint_batch_processing_seconds",
+          "touchpoint_batch_size_records", "touchpoint_consumer_lag_records", "touchpoint_db_pool_connections",
+          "touchpoint_batch_failures_total", "touchpoint_http_requests_total")
+BUSINESS = {"ingestion": ("touchpoint_duplicate_events_total",),
+            "identity": ("touchpoint_customers_created_total", "touchpoint_customers_merged_total"),
+            "timeline": ("touchpoint_timeline_entries_total",)}
+
+
+def samples(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+async def test_every_service_exposes_its_metrics(stack):
+    tenant = "metered"
+    events = generate(tenant, people=20, events=120, seed=4)
+    inbound = stack.topic("touchpoint.inbound.v1")
+    poison = (b"p", b"{broken", kafka_io.binary_record(events[0])[2])
+    await kafka_io.publish(stack.bootstrap_servers, inbound, [kafka_io.binary_record(e) for e in events] + [poison])
+    await kafka_io.publish(stack.bootstrap_servers, inbound, [kafka_io.binary_record(events[0])])  # a duplicate
+
+    async def stored():
+        return await checks.timeline_count(stack, tenant) >= len(events)
+
+    await kafka_io.wait_for(stored, timeout=60, what="rows")
+    async with httpx.AsyncClient(timeout=10) as client:
+        for name in ("ingestion", "identity", "timeline"):
+            proc = stack.processes[name]
+            assert (await client.get(proc.url + "/healthz")).status_code == 200
+            ready = await client.get(proc.url + "/readyz")
+            assert ready.status_code == 200 and ready.json()["checks"] == {"database": True, "kafka": True}
+
+            async def scraped():
+                text = (await client.get(proc.url + "/metrics")).text
+                got = samples(text)
+                return text if any(k.startswith("touchpoint_consumed_records_total") and v > 0 for k, v in got.items()) else None
+
+            text = await kafka_io.wait_for(scraped, timeout=20, what=f"{name} metrics")
+            for metric in COMMON + BUSINESS[name]:
+                assert f"# TYPE {metric}" in text or f"# TYPE {metric.removesuffix('_total')} counter" in text, (name, metric)
+            got = samples(text)
+            print(f"\n{name}: " + ", ".join(f"{k}={v:g}" for k, v in got.items()
+                                           if k.startswith(("touchpoint_consumed", "touchpoint_dead", "touchpoint_customers",
+                                                            "touchpoint_timeline_entries", "touchpoint_duplicate"))))
+    ingestion = samples((await httpx.AsyncClient().get(stack.processes["ingestion"].url + "/metrics")).text)
+    assert ingestion[f'touchpoint_dead_lettered_records_total{{reason="invalid_json",topic="{inbound}"}}'] == 1
+    assert ingestion["touchpoint_duplicate_events_total"] >= 1
+
+
+async def wait_ready(client: httpx.AsyncClient, url: str, want: int, timeout: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if (await client.get(url + "/readyz", timeout=5)).status_code == want:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"/readyz did not answer {want} within {timeout}s")
+
+
+
+
+async def test_readiness_follows_kafka_and_postgres():
+    """Dedicated Kafka and PostgreSQL, so that stopping them disturbs no other test."""
+    infra = LocalInfra("readiness", 29192, 25532).start_all()
+    try:
+        stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
+        proc = stack.start("timeline")
+        await proc.wait_ready()
+        timings = {}
+        async with httpx.AsyncClient() as client:
+            for dependency in ("kafka", "postgres"):
+                infra.run(dependency, "stop")
+                timings[f"{dependency} down -> 503"] = await wait_ready(client, proc.url, 503, 30)
+                assert (await client.get(proc.url + "/healthz")).status_code == 200, "liveness has no dependencies"
+                infra.run(dependency, "start")
+                timings[f"{dependency} up -> 200"] = await wait_ready(client, proc.url, 200, 60)
+        stack.stop_all()
+        print("\nreadiness: " + ", ".join(f"{k} in {v:.1f}s" for k, v in timings.items()))
+    finally:
+        infra.stop_all()

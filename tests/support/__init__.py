@@ -1,0 +1,1 @@
+"""Test support: real infrastructure (Kafka, PostgreSQL), isolated stacks and service processes."""

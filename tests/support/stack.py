@@ -1,0 +1,132 @@
+"""An isolated Touchpoint stack on the session's infrastructure: its own database and topic prefix, and the
+services as separate OS processes (``python -m services.<name>``) that tests can kill and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from shared import auth, db, kafka
+
+ROOT = Path(__file__).resolve().parents[2]
+LOG_DIR = ROOT / "tests" / "artifacts" / "logs"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    bootstrap_servers: str
+    database_url: str
+    prefix: str
+    processes: dict[str, "ServiceProcess"] = field(default_factory=dict)
+
+    def topic(self, name: str) -> str:
+        return self.prefix + name
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            TOUCHPOINT_KAFKA_BOOTSTRAP_SERVERS=self.bootstrap_servers,
+            TOUCHPOINT_DATABASE_URL=self.database_url,
+            TOUCHPOINT_TOPIC_PREFIX=self.prefix,
+            TOUCHPOINT_LOG_LEVEL="INFO",
+        )
+        env.update(extra)
+        return env
+
+    def start(self, service: str, name: str | None = None, **extra: str) -> "ServiceProcess":
+        proc = ServiceProcess(service, name or service, self.env(**extra))
+        proc.start()
+        self.processes[proc.name] = proc
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.processes.values():
+            proc.terminate()
+
+    async def connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.database_url)
+
+    async def api_key(self, tenant: str, scopes: list[str]) -> str:
+        conn = await self.connect()
+        try:
+            return (await auth.create_api_key(conn, tenant, scopes)).get_secret_value()
+        finally:
+            await conn.close()
+
+
+async def new_stack(bootstrap_servers: str, admin_dsn: str, partitions: dict[str, int] | None = None) -> Stack:
+    """A fresh database (migrated) and a fresh set of topics under a unique prefix."""
+    name = f"tp_{uuid.uuid4().hex[:10]}"
+    await db.ensure_database(admin_dsn, "touchpoint", "touchpoint", name)
+    host = admin_dsn.split("@", 1)[1].split("/", 1)[0]
+    url = f"postgresql://touchpoint:touchpoint@{host}/{name}"
+    await db.migrate(url)
+    prefix = f"{name}."
+    await kafka.create_topics(bootstrap_servers, prefix, partitions)
+    return Stack(bootstrap_servers, url, prefix)
+
+
+class ServiceProcess:
+    def __init__(self, service: str, name: str, env: dict[str, str]) -> None:
+        self.service = service
+        self.name = name
+        self.port = free_port()
+        self.env = dict(env, TOUCHPOINT_PORT=str(self.port))
+        self.popen: subprocess.Popen | None = None
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"{env.get('TOUCHPOINT_TOPIC_PREFIX', '')}{name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen([sys.executable, "-m", f"services.{self.service}"], env=self.env, cwd=ROOT,
+                                      stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    async def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() < deadline:
+                assert self.popen and self.popen.poll() is None, f"{self.name} exited; see {self.log_path}"
+                try:
+                    if (await client.get(self.url + "/readyz", timeout=2)).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise TimeoutError(f"{self.name} not ready after {timeout}s; see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        assert self.popen
+        self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait(10)
+
+    def terminate(self) -> None:
+        if self.popen and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)

@@ -1,0 +1,142 @@
+"""Static checks of docker-compose.yml: schema-valid, wired in the right order, settings that exist."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+from shared.settings import ServiceSettings
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+TOUCHPOINT_SERVICES = ("ingestion", "identity", "timeline")
+SETUP_JOBS = ("migrate", "topics-init")
+# Long-running services that cannot carry a healthcheck, with the reason; nothing may wait on them being healthy.
+NO_HEALTHCHECK = {"otel-collector": "distroless image: no shell or HTTP client to run a probe with"}
+ENV_PREFIX = "TOUCHPOINT_"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def _environment(service: dict) -> dict[str, str | None]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # the "NAME=value" list form
+        return dict((item.split("=", 1) + [None])[:2] for item in env)
+    return dict(env)
+
+
+def _depends_on(service: dict) -> dict[str, dict]:
+    deps = service.get("depends_on") or {}
+    if isinstance(deps, list):  # short form: plain names mean service_started
+        return {name: {"condition": "service_started"} for name in deps}
+    return deps
+
+
+def _one_shot_jobs(services: dict) -> set[str]:
+    """Services something waits on to finish, i.e. jobs that run once and exit."""
+    return {name for svc in services.values() for name, dep in _depends_on(svc).items()
+            if dep.get("condition") == "service_completed_successfully"}
+
+
+def _settings_class(service_name: str) -> type[BaseSettings]:
+    if service_name in TOUCHPOINT_SERVICES:
+        module = importlib.import_module(f"services.{service_name}.settings")
+        return getattr(module, f"{service_name.capitalize()}Settings")
+    return ServiceSettings
+
+
+def test_compose_file_matches_the_compose_spec():
+    checker = Path(sys.executable).parent / "check-jsonschema"
+    result = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert result.returncode == 0, f"check-jsonschema failed:\n{result.stdout}\n{result.stderr}"
+
+
+def test_no_obsolete_version_key(compose):
+    assert "version" not in compose
+
+
+def test_every_service_has_a_healthcheck_or_is_a_one_shot_job(compose):
+    services = compose["services"]
+    jobs = _one_shot_jobs(services)
+    assert set(SETUP_JOBS) <= jobs
+    for name, svc in services.items():
+        if name in jobs:
+            assert svc.get("restart", "no") == "no", f"one-shot job {name} must not restart"
+            continue
+        if name in NO_HEALTHCHECK:
+            assert "healthcheck" not in svc
+            continue
+        check = svc.get("healthcheck")
+        assert check and not check.get("disable") and check.get("test"), f"{name} has no healthcheck"
+
+
+def test_nothing_waits_on_a_service_without_healthcheck_being_healthy(compose):
+    services = compose["services"]
+    for name, svc in services.items():
+        for dep, spec in _depends_on(svc).items():
+            assert dep in services, f"{name} depends on unknown service {dep}"
+            if spec.get("condition") == "service_healthy":
+                assert "healthcheck" in services[dep], f"{name} waits on {dep}, which has no healthcheck"
+
+
+@pytest.mark.parametrize("name", TOUCHPOINT_SERVICES)
+def test_services_start_after_migrations_and_topics(compose, name):
+    svc = compose["services"][name]
+    deps = _depends_on(svc)
+    for job in SETUP_JOBS:
+        assert deps.get(job, {}).get("condition") == "service_completed_successfully", (name, job)
+    assert svc["command"] == ["python", "-m", f"services.{name}"]
+    assert svc["build"] == "." and svc["image"] == "touchpoint:dev"
+    env = _environment(svc)
+    assert env["TOUCHPOINT_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert env["TOUCHPOINT_HOST"] == "0.0.0.0"
+    port = str(env["TOUCHPOINT_PORT"])
+    assert port in svc["healthcheck"]["test"][-1] and "/healthz" in svc["healthcheck"]["test"][-1]
+    assert any(str(p).endswith(f":{port}") for p in svc["ports"])
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"
+    assert env["OTEL_SERVICE_NAME"]
+
+
+def test_setup_jobs_wait_for_healthy_infrastructure(compose):
+    services = compose["services"]
+    assert _depends_on(services["migrate"])["postgres"]["condition"] == "service_healthy"
+    assert _depends_on(services["topics-init"])["kafka"]["condition"] == "service_healthy"
+    assert services["migrate"]["command"] == ["python", "-m", "shared.cli", "migrate"]
+    assert services["topics-init"]["command"] == ["python", "-m", "shared.cli", "create-topics"]
+
+
+def test_kafka_does_not_create_topics_on_demand(compose):
+    env = _environment(compose["services"]["kafka"])
+    assert str(env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]).lower() == "false"
+
+
+def test_touchpoint_variables_are_real_settings(compose):
+    unknown = []
+    for name, svc in compose["services"].items():
+        fields = _settings_class(name).model_fields
+        for var in _environment(svc):
+            if var.startswith(ENV_PREFIX) and var[len(ENV_PREFIX):].lower() not in fields:
+                unknown.append(f"{name}: {var}")
+    assert not unknown, f"TOUCHPOINT_* variables no settings class reads: {unknown}"
+
+
+def test_collector_config_exists_and_exports_to_jaeger(compose):
+    mounts = compose["services"]["otel-collector"]["volumes"]
+    source = next(m.split(":", 1)[0] for m in mounts if "collector.yaml" in m)
+    config = yaml.safe_load((ROOT / source).read_text())
+    exporters = config["service"]["pipelines"]["traces"]["exporters"]
+    assert any(config["exporters"][e]["endpoint"] == "jaeger:4317" for e in exporters)
