@@ -116,7 +116,7 @@ class ModeRun:
         else:
             names = [topics.INBOUND.name, topics.INGESTED.name, topics.IDENTITY.name, topics.TIMELINE.name]
             for k in range(3):
-                hop = harness.RefHop(f"ref-hop{k + 1}", self.infra.bootstrap_servers, self.stack.topic(names[k]),
+                hop = harness.RefHop(f"{self.stack.prefix}ref-hop{k + 1}", self.infra.bootstrap_servers, self.stack.topic(names[k]),
                                      self.stack.topic(names[k + 1]), self.stack.database_url if k == 2 else None)
                 self.hops.append(hop)
                 self.procs.add(f"hop{k + 1}", hop.pid)
@@ -128,7 +128,7 @@ class ModeRun:
         self.procs.add("bench", os.getpid())
         self.rows = RowObserver(self.stack.database_url, self.table)
         self.down = DownstreamObserver(self.infra.bootstrap_servers, self.stack.topic(topics.TIMELINE.name))
-        self.lag = LagSampler(self.infra.bootstrap_servers, [(g, self.stack.topic(t)) for g, t in GROUPS[self.mode]],
+        self.lag = LagSampler(self.infra.bootstrap_servers, [(self.stack.prefix + g, self.stack.topic(t)) for g, t in GROUPS[self.mode]],
                               self.procs, rss_interval=self.rss_interval)
         await self.rows.start()
         await self.down.start()
@@ -214,7 +214,7 @@ class ModeRun:
         else:
             total = lambda qs: statistics.fmean(sum(l.values()) for l in qs)  # noqa: E731
             step.lag_growth = round(total(last_q) - total(second_q), 1)
-            step.lag_end = {SHORT.get(g, g): round(statistics.fmean(l.get(g, 0) for l in last_q), 1)
+            step.lag_end = {SHORT.get(g.removeprefix(self.stack.prefix), g): round(statistics.fmean(l.get(g, 0) for l in last_q), 1)
                             for g in last_q[-1]}
             allowed_growth = max(500.0, 0.05 * rate * s / 2)
             allowed_end = max(2000.0, 1.5 * rate)

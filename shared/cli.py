@@ -120,7 +120,8 @@ def dlq_inspect(topic: str = typer.Argument(..., help="the topic whose dead lett
 def dlq_redrive(topic: str, reason: str = typer.Option(None, help="only dead letters with this reason")) -> None:
     """Send a topic's dead letters back to it (after fixing their cause); each is re-driven once."""
     s = _settings()
-    sent, skipped = asyncio.run(ops.redrive(s.kafka_bootstrap_servers, s.topic_prefix + topic + ".dlq", reason))
+    sent, skipped = asyncio.run(ops.redrive(s.kafka_bootstrap_servers, s.topic_prefix + topic + ".dlq", reason,
+                                             s.group("touchpoint-dlq-redrive")))
     typer.echo(f"re-driven {sent}, skipped {skipped}")
 
 

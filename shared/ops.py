@@ -17,7 +17,7 @@ ERROR_HEADER_PREFIXES = ("__connect.errors.", "touchpoint.errors.")
 
 def consumer_groups(prefix: str = "") -> list[tuple[str, str]]:
     """(group id, topic) for every service subscription in the registry."""
-    return [(f"touchpoint-{c}", spec.qualified(prefix)) for spec in REGISTRY for c in spec.consumers
+    return [(f"{prefix}touchpoint-{c}", spec.qualified(prefix)) for spec in REGISTRY for c in spec.consumers
             if c not in ("downstream", "upstream")]
 
 
@@ -84,15 +84,16 @@ def describe_dead_letter(record) -> dict:
     }
 
 
-async def redrive(bootstrap: str, dead_letter_topic: str, reason: str | None = None) -> tuple[int, int]:
+async def redrive(bootstrap: str, dead_letter_topic: str, reason: str | None = None,
+                  group_id: str = "touchpoint-dlq-redrive") -> tuple[int, int]:
     """Send dead letters back to their origin topic, without the error headers. Records already re-driven are
-    not sent again (progress is kept by the ``touchpoint-dlq-redrive`` group). Returns (sent, skipped)."""
+    not sent again (progress is kept by consumer group ``group_id``). Returns (sent, skipped)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
     await producer.start()
     sent = skipped = 0
     try:
         futures = []
-        async for record in read_to_end(bootstrap, dead_letter_topic, group_id="touchpoint-dlq-redrive"):
+        async for record in read_to_end(bootstrap, dead_letter_topic, group_id=group_id):
             headers = dict(record.headers)
             origin = headers.get("__connect.errors.topic")
             if origin is None or (reason and headers.get("touchpoint.errors.reason", b"").decode() != reason):

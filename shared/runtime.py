@@ -47,8 +47,10 @@ class Resources:
         return self.settings.topic_prefix + name
 
     def subscribe(self, topic_name: str, group_id: str, process: BatchProcessor) -> None:
-        """Consume ``topic_name`` (registry name; the prefix is added) in batches with ``process``."""
-        subscribe_batches(self.broker, self.topic(topic_name), group_id, process, self.settings, self.metrics)
+        """Consume ``topic_name`` in batches with ``process`` as group ``group_id`` (registry names; the
+        deployment's prefix is added to both)."""
+        subscribe_batches(self.broker, self.topic(topic_name), self.settings.group(group_id), process,
+                          self.settings, self.metrics)
 
 
 Wire = Callable[[Resources, FastAPI], None]

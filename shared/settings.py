@@ -13,7 +13,9 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOUCHPOINT_", extra="ignore")
 
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
-    # Prepended to every topic name; empty in production so public topic names stay fixed.
+    # Namespaces a deployment: prepended to every topic name and consumer group id, so deployments sharing a
+    # Kafka cluster neither read each other's topics nor rebalance each other's groups. Empty in production so
+    # public topic names stay fixed.
     topic_prefix: str = ""
     database_url: SecretStr = SecretStr("postgresql://touchpoint:touchpoint@127.0.0.1:15432/touchpoint")
     db_pool_min: int = 1
@@ -31,3 +33,7 @@ class ServiceSettings(BaseSettings):
     retry_attempts: int = 6
     retry_base_seconds: float = 0.2
     retry_max_seconds: float = 10.0
+
+    def group(self, group_id: str) -> str:
+        """The consumer group id of ``group_id`` in this deployment's namespace."""
+        return self.topic_prefix + group_id

@@ -39,12 +39,12 @@ async def group_members(bootstrap: str, group: str) -> int:
 
 
 async def rebuild(settings: TimelineSettings) -> int:
-    if await group_members(settings.kafka_bootstrap_servers, settings.group_id):
+    if await group_members(settings.kafka_bootstrap_servers, settings.group(settings.group_id)):
         raise SystemExit("the timeline service is running (its consumer group has members): stop it first")
     topic = settings.topic_prefix + topics.IDENTITY.name
     pool = await create_pool(settings.database_url.get_secret_value(), 1, 2)
     projection = TimelineProjection(pool, _Silent(), "unused", "unused")
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.group_id,
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.group(settings.group_id),
                                 enable_auto_commit=False)
     await consumer.start()
     try:

@@ -60,7 +60,7 @@ async def test_only_valid_requests_publish_exactly_once(live):
     await kafka_io.wait_for(all_ingested, timeout=60, what="one interaction per connector")
 
     async def caught_up():
-        return await kafka_io.lag(live.stack.bootstrap_servers, live.settings.group_id,
+        return await kafka_io.lag(live.stack.bootstrap_servers, live.settings.group(live.settings.group_id),
                                   live.stack.topic("touchpoint.inbound.v1")) == 0
 
     await kafka_io.wait_for(caught_up, timeout=60, what="ingestion consumed the inbound topic")

@@ -58,7 +58,7 @@ async def group_members(bootstrap: str, group: str) -> int:
 
 async def test_two_identity_instances_create_no_duplicate_customers(stack):
     async def both_joined():
-        return await group_members(stack.bootstrap_servers, "touchpoint-identity") == 2
+        return await group_members(stack.bootstrap_servers, stack.prefix + "touchpoint-identity") == 2
 
     await kafka_io.wait_for(both_joined, timeout=60, what="two identity members")
     tenant = "race"

@@ -20,7 +20,7 @@ GROUPS = {"touchpoint-ingestion": "touchpoint.inbound.v1", "touchpoint-identity"
 
 async def settled(stack) -> bool:
     for group, topic in GROUPS.items():
-        if await kafka_io.lag(stack.bootstrap_servers, group, stack.topic(topic)) != 0:
+        if await kafka_io.lag(stack.bootstrap_servers, stack.prefix + group, stack.topic(topic)) != 0:
             return False
     return True
 
