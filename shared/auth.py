@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import asyncpg
 from pydantic import SecretStr
 
-SCOPES = ("ingest", "read", "admin")
+SCOPES = ("ingest", "read", "admin", "agent")
+# ``agent`` acts for any agent of the tenant (an agent desktop integration); ``agent:<agent id>`` for one agent.
+AGENT_SCOPE_PREFIX = "agent:"
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ def parse_key(raw: str) -> tuple[str, str] | None:
 
 async def create_api_key(conn: asyncpg.Connection, tenant: str, scopes: list[str], label: str = "") -> SecretStr:
     """Create a key for ``tenant`` (creating the tenant if needed). The plaintext is returned once only."""
-    unknown = set(scopes) - set(SCOPES)
+    unknown = {s for s in scopes if s not in SCOPES and not (s.startswith(AGENT_SCOPE_PREFIX) and len(s) > 6)}
     if unknown:
         raise ValueError(f"unknown scopes: {sorted(unknown)}")
     key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32).replace("_", "-")
@@ -80,6 +82,17 @@ class ApiKeyVerifier:
         if principal is None:
             raise AuthError(401, "invalid_api_key")
         if scope not in principal.scopes and "admin" not in principal.scopes:
+            raise AuthError(403, "insufficient_scope")
+        return principal
+
+    async def verify_agent(self, raw_key: str | None, agent_id: str) -> Principal:
+        """Authenticate a caller acting as ``agent_id``: scope ``agent:<agent_id>``, ``agent`` or ``admin``."""
+        if not raw_key:
+            raise AuthError(401, "missing_api_key")
+        principal = await self._lookup(raw_key)
+        if principal is None:
+            raise AuthError(401, "invalid_api_key")
+        if not principal.scopes & {"agent", "admin", AGENT_SCOPE_PREFIX + agent_id}:
             raise AuthError(403, "insufficient_scope")
         return principal
 

@@ -7,10 +7,11 @@ subscribers and stores what its HTTP routes need on ``app.state``. Nothing else 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Awaitable, Callable
 
 import time
 
@@ -42,6 +43,7 @@ class Resources:
     broker: KafkaBroker
     metrics: ServiceMetrics
     steps: Steps
+    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def topic(self, name: str) -> str:
         return self.settings.topic_prefix + name
@@ -77,10 +79,15 @@ def build_service(name: str, settings: ServiceSettings, wire: Wire, title: str,
         app.state.verifier = ApiKeyVerifier(pool)
         wire(resources, app)
         await broker.start()
+        tasks = [asyncio.create_task(loop(), name=getattr(loop, "__name__", "background"))
+                 for loop in resources.background]
         log.info("service started", extra={"port": settings.port})
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await broker.stop()
             await producer.stop()
             await pool.close()

@@ -75,7 +75,38 @@ CUSTOMERS = TopicSpec(
     config={"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "600000"},
 )
 
-REGISTRY: tuple[TopicSpec, ...] = (INBOUND, INGESTED, IDENTITY, TIMELINE, CUSTOMERS)
+AGENTS = TopicSpec(
+    name="touchpoint.agents.v1",
+    partitions=6,
+    key="agent id",
+    event_types=(t.AGENT_PROFILE_UPDATED, t.AGENT_PRESENCE_CHANGED),
+    producer="upstream",  # workforce management or the contact-centre platform
+    consumers=("routing",),
+    public=True,
+)
+CONVERSATIONS = TopicSpec(
+    name="touchpoint.conversations.v1",
+    partitions=6,
+    key="conversation id",
+    event_types=(t.CONVERSATION_AGENT_REPLIED, t.CONVERSATION_CUSTOMER_REPLIED, t.CONVERSATION_WAITING_ON_CUSTOMER,
+                 t.CONVERSATION_RESOLVED, t.CONVERSATION_REOPENED),
+    producer="upstream",  # the helpdesk or messaging platform the agents work in
+    consumers=("routing",),
+    public=True,
+)
+ROUTING = TopicSpec(
+    name="touchpoint.routing.v1",
+    partitions=6,
+    key="customer id",
+    event_types=(t.ROUTING_CONVERSATION_QUEUED, t.ROUTING_CONVERSATION_OFFERED, t.ROUTING_CONVERSATION_ASSIGNED,
+                 t.ROUTING_CONVERSATION_REASSIGNED, t.ROUTING_QUEUE_POSITION_CHANGED, t.ROUTING_SLA_WARNING,
+                 t.ROUTING_SLA_BREACHED, t.ROUTING_CONVERSATION_RESOLVED),
+    producer="routing",
+    consumers=("timeline", "downstream"),
+    public=True,
+)
+
+REGISTRY: tuple[TopicSpec, ...] = (INBOUND, INGESTED, IDENTITY, TIMELINE, CUSTOMERS, AGENTS, CONVERSATIONS, ROUTING)
 
 
 def by_name(name: str) -> TopicSpec:

@@ -1,11 +1,17 @@
-"""Timeline projection: store each resolved interaction once, apply merges, publish entries and snapshots.
+"""Timeline projection: store each resolved interaction and routing decision once, apply merges, publish entries
+and snapshots.
+
+It consumes the identity topic (interactions, merges, splits, erasures) and the routing topic (routing decisions,
+except ``queue_position_changed``, which is acknowledged and not recorded); any other type is dead-lettered.
 
 Guarantees
-- Exactly one row per upstream event (tenant, source, id), whatever the redeliveries: the primary key is
-  derived from that identity and rows are inserted with ``ON CONFLICT DO NOTHING`` in the batch's one
-  transaction, together with the profile counters and merge bookkeeping.
-- Merge-aware in any arrival order: a merge re-keys stored rows and records an alias; an interaction that
-  arrives later under a merged-away id is stored under the survivor.
+- Exactly one row per event (tenant, source, id), whatever the redeliveries: the primary key is derived from
+  that identity and rows are inserted with ``ON CONFLICT DO NOTHING`` in the batch's one transaction, together
+  with the profile counters and merge bookkeeping.
+- Merge-aware in any arrival order: a merge re-keys stored rows and records an alias; an entry that arrives
+  later under a merged-away id is stored under the survivor. The two topics are consumed concurrently, so a
+  batch holds its tenants' advisory locks: shared while it only stores entries, exclusive when it applies an
+  identity change, so that a merge never misses an entry being stored under a merged-away id.
 - Entries are published to ``touchpoint.timeline.v1`` after the commit and flagged as published once Kafka
   acknowledged them; a crash in between republishes them with the same CloudEvents id (consumers de-duplicate
   on it). Snapshots of every touched customer go to the compacted ``touchpoint.customers.v1``, with a
@@ -25,25 +31,22 @@ import orjson
 from pydantic import ValidationError
 
 from services.timeline import repository as repo
+from services.timeline.entries import INTERACTION, Entry, interaction_entry, routing_entry
 from shared.cloudevents import CloudEvent, InvalidEvent, from_kafka
 from shared.contracts import types
 from shared.contracts.identity import CustomerErasedV1, CustomersMergedV1, CustomerSplitV1
 from shared.contracts.interaction import InteractionResolvedV1
+from shared.contracts.routing import ROUTING_MODELS
 from shared.db import UnitOfWork
 from shared.kafka import EventProducer, OutboundRecord, dead_letter, tombstone
 from shared.telemetry import Step, Steps, end_all
 
 log = logging.getLogger(__name__)
 SOURCE = "touchpoint/timeline"
-NAMESPACE = uuid.UUID("d2c9b7a1-4e3f-4a6b-8c5d-1f2e3a4b5c6d")
 CHANGES = {types.CUSTOMERS_MERGED: CustomersMergedV1, types.CUSTOMER_SPLIT: CustomerSplitV1,
            types.CUSTOMER_ERASED: CustomerErasedV1}
-ENTRY_FIELDS = ("channel", "direction", "source", "event_id", "conversation_id", "case_id", "subject", "text",
-                "language", "agent_id", "tags")
-
-
-def entry_id_for(tenant: str, source: str, event_id: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, f"entry\x00{tenant}\x00{source}\x00{event_id}"))
+# Routing events that are acknowledged without being recorded: live queue movements, not history.
+IGNORED = frozenset({types.ROUTING_QUEUE_POSITION_CHANGED})
 
 
 class TimelineProjection:
@@ -57,15 +60,17 @@ class TimelineProjection:
         self.on_stored = on_stored
 
     async def process(self, records: Sequence[Any]) -> None:
-        """Handle one batch from the identity topic. Idempotent; raises only transient errors."""
+        """Handle one batch from the identity or the routing topic. Idempotent; raises only transient errors."""
         dead, items, headers = self._decode(records)
         steps = {}
         if self.steps.enabled:
             for (tenant, item), h in zip(items, headers):
-                if isinstance(item, InteractionResolvedV1):
-                    steps[entry_id_for(tenant, item.source, item.event_id)] = self.steps.start("timeline.append", h)
+                if isinstance(item, Entry):
+                    steps[item.entry_id(tenant)] = self.steps.start("timeline.append", h)
         try:
             async with UnitOfWork(self.pool) as uow:
+                changes = any(not isinstance(item, Entry) for _, item in items)
+                await repo.lock_tenants(uow.conn, {tenant for tenant, _ in items}, exclusive=changes)
                 touched, gone = await self._apply(uow.conn, items)
                 await uow.commit()
             await self._publish(dead, items, touched, gone, steps)
@@ -79,29 +84,23 @@ class TimelineProjection:
         headers: list = []
         for record in records:
             try:
-                event = from_kafka(record.value, record.headers)
-                if not event.tenant:
-                    raise InvalidEvent("missing_attribute", "the tenant extension is required")
-                if event.type == types.INTERACTION_RESOLVED:
-                    items.append((event.tenant, InteractionResolvedV1.model_validate(event.data)))
-                elif event.type in CHANGES:
-                    items.append((event.tenant, CHANGES[event.type].model_validate(event.data)))
-                else:
-                    raise InvalidEvent("unsupported_type", f"event type {event.type!r} is not accepted here")
+                item = _item(from_kafka(record.value, record.headers))
             except (InvalidEvent, ValidationError) as exc:
                 dead.append(dead_letter(record, getattr(exc, "reason", "invalid_data"), exc))
                 continue
-            headers.append(record.headers)
+            if item is not None:
+                items.append(item)
+                headers.append(record.headers)
         return dead, items, headers
 
     async def _apply(self, conn: asyncpg.Connection, items: list[tuple[str, Any]]) -> tuple[set, set]:
-        """Apply items in the order they were consumed (a run of interactions is stored together, an identity
+        """Apply items in the order they were consumed (a run of entries is stored together, an identity
         change applies between runs); returns (customers touched, customer ids gone)."""
         touched: set[tuple[str, str]] = set()
         gone: set[tuple[str, str]] = set()
-        run: list[tuple[str, InteractionResolvedV1]] = []
+        run: list[tuple[str, Entry]] = []
         for tenant, item in items:
-            if isinstance(item, InteractionResolvedV1):
+            if isinstance(item, Entry):
                 run.append((tenant, item))
                 continue
             if run:
@@ -128,44 +127,46 @@ class TimelineProjection:
             await repo.erase(conn, tenant, ids)
             gone.update((tenant, c) for c in ids)
 
-    async def _owners(self, conn: asyncpg.Connection, interactions: list[tuple[str, InteractionResolvedV1]]) -> dict:
-        """Each interaction's customer now: through aliases (merges), then splits its identifiers fall under."""
-        aliases = await repo.canonical_ids(conn, {(t, i.customer_id) for t, i in interactions})
-        canonical = {(t, i.customer_id): aliases.get((t, i.customer_id), i.customer_id) for t, i in interactions}
+    async def _owners(self, conn: asyncpg.Connection, entries: list[tuple[str, Entry]]) -> dict:
+        """Each entry's customer now: through aliases (merges), then the split its identifiers fall under (an
+        entry without identifiers stays with the customer, as a split moves only what its identifiers link to)."""
+        aliases = await repo.canonical_ids(conn, {(t, e.customer_id) for t, e in entries})
+        canonical = {(t, e.customer_id): aliases.get((t, e.customer_id), e.customer_id) for t, e in entries}
         splits = await repo.splits_of(conn, {(t, c) for (t, _), c in canonical.items()})
         owners = {}
-        for tenant, it in interactions:
-            customer = canonical[(tenant, it.customer_id)]
-            idents = {f"{i.type}:{i.value}" for i in it.identifiers}
-            for detached, new_customer in splits.get((tenant, customer), ()):
+        for tenant, entry in entries:
+            customer = canonical[(tenant, entry.customer_id)]
+            idents = set(entry.identifiers)
+            for detached, new_customer in splits.get((tenant, customer), ()) if idents else ():
                 if idents <= detached:
                     customer = new_customer
                     break
-            owners[(tenant, it.source, it.event_id)] = customer
+            owners[(tenant, entry.source, entry.event_id)] = customer
         return owners
 
-    async def _store(self, conn: asyncpg.Connection, interactions: list[tuple[str, InteractionResolvedV1]]) -> set:
-        owners = await self._owners(conn, interactions)
+    async def _store(self, conn: asyncpg.Connection, entries: list[tuple[str, Entry]]) -> set:
+        """Insert the entries not stored yet; returns the customers whose profile changed."""
+        owners = await self._owners(conn, entries)
         forgotten = await repo.erased(conn, {(k[0], c) for k, c in owners.items()})
         rows, idents = [], {}
-        for tenant, it in interactions:
-            customer = owners[(tenant, it.source, it.event_id)]
+        for tenant, entry in entries:
+            customer = owners[(tenant, entry.source, entry.event_id)]
             if (tenant, customer) in forgotten:
                 continue
-            entry_id = entry_id_for(tenant, it.source, it.event_id)
-            rows.append((tenant, entry_id, customer, it.occurred_at, "interaction", it.channel, it.source,
-                         it.event_id, _payload(entry_id, it), [f"{i.type}:{i.value}" for i in it.identifiers]))
-            for ident in it.identifiers:
-                idents[(tenant, ident.type, ident.value)] = customer
+            rows.append((tenant, entry.entry_id(tenant), customer, entry.occurred_at, entry.kind, entry.channel,
+                         entry.source, entry.event_id, entry.payload(tenant), list(entry.identifiers)))
+            for ident in entry.identifiers:
+                idents[(tenant, *ident.split(":", 1))] = customer
         inserted = await repo.insert_entries(conn, rows)
         self.on_stored(len(inserted))
-        await repo.add_to_profiles(conn, _aggregate(inserted))
+        contacts = [r for r in inserted if r["kind"] == INTERACTION]
+        await repo.add_to_profiles(conn, _aggregate(contacts))
         await repo.upsert_identifiers(conn, [(t, ty, v, c) for (t, ty, v), c in sorted(idents.items())])
-        return {(r["tenant"], r["customer_id"]) for r in inserted} | {(t, c) for (t, _, _), c in idents.items()}
+        return {(r["tenant"], r["customer_id"]) for r in contacts} | {(t, c) for (t, _, _), c in idents.items()}
 
     async def _publish(self, dead: list[OutboundRecord], items: list[tuple[str, Any]], touched: set, gone: set,
                        steps: dict) -> None:
-        keys = [(t, entry_id_for(t, i.source, i.event_id)) for t, i in items if isinstance(i, InteractionResolvedV1)]
+        keys = list(dict.fromkeys((t, i.entry_id(t)) for t, i in items if isinstance(i, Entry)))
         async with UnitOfWork(self.pool) as uow:
             pending = await repo.unpublished_entries(uow.conn, keys)
             snapshots = await repo.profiles(uow.conn, sorted(touched))
@@ -209,13 +210,21 @@ class TimelineProjection:
         return OutboundRecord(self.customers_topic, row["customer_id"].encode(), orjson.dumps(data), headers)
 
 
-def _payload(entry_id: str, it: InteractionResolvedV1) -> str:
-    """The entry as stored and published; ``customer_id`` is added when read, since merges change it."""
-    data = {name: getattr(it, name) for name in ENTRY_FIELDS}
-    data["entry_id"] = entry_id
-    data["kind"] = "interaction"
-    data["occurred_at"] = it.occurred_at.isoformat()
-    return orjson.dumps(data).decode()
+def _item(event: CloudEvent) -> tuple[str, Entry | Any] | None:
+    """(tenant, entry or identity change) of a decoded event; None for a type acknowledged without effect.
+
+    Raises ``InvalidEvent`` or ``ValidationError`` for an event to dead-letter."""
+    if not event.tenant:
+        raise InvalidEvent("missing_attribute", "the tenant extension is required")
+    if event.type == types.INTERACTION_RESOLVED:
+        return event.tenant, interaction_entry(InteractionResolvedV1.model_validate(event.data))
+    if event.type in CHANGES:
+        return event.tenant, CHANGES[event.type].model_validate(event.data)
+    if event.type in IGNORED:
+        return None
+    if event.type in ROUTING_MODELS:
+        return event.tenant, routing_entry(event, ROUTING_MODELS[event.type].model_validate(event.data))
+    raise InvalidEvent("unsupported_type", f"event type {event.type!r} is not accepted here")
 
 
 def _aggregate(inserted: list[Any]) -> list[tuple[str, str, datetime, datetime, int, list[str]]]:

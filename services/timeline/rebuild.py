@@ -1,9 +1,10 @@
-"""Rebuild the timeline projection from the identity topic: ``python -m services.timeline.rebuild``.
+"""Rebuild the timeline projection from its topics: ``python -m services.timeline.rebuild``.
 
 Run it with the timeline service stopped (it refuses while the group has members). It empties the projection
-(keeping the list of erased customers, so an erasure stays an erasure), replays ``touchpoint.identity.v1``
-from the beginning to its current end through the same projection code with publishing switched off
-(downstream topics already carry these entries), and moves the service's consumer group to that end.
+(keeping the list of erased customers, so an erasure stays an erasure), replays ``touchpoint.identity.v1`` and
+then ``touchpoint.routing.v1``, each from the beginning to its current end, through the same projection code
+with publishing switched off (downstream topics already carry these entries), and moves the service's consumer
+group to those ends. Routing entries replayed after every merge land on the survivors directly.
 """
 
 from __future__ import annotations
@@ -38,34 +39,44 @@ async def group_members(bootstrap: str, group: str) -> int:
         await admin.close()
 
 
+async def replay(consumer: AIOKafkaConsumer, parts: list[TopicPartition], projection: TimelineProjection,
+                 progress: Progress) -> int:
+    """Feed one topic's ``parts`` from their beginning to their current end to ``projection``; commits the group
+    at that end."""
+    if not parts:
+        return 0
+    consumer.assign(parts)
+    await consumer.seek_to_beginning(*parts)
+    end = await consumer.end_offsets(parts)
+    done = 0
+    task = progress.add_task(f"replaying {parts[0].topic}", total=sum(end.values()))
+    while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
+        fetched = (await consumer.getmany(timeout_ms=500, max_records=1000)).values()
+        batch = [r for rs in fetched for r in rs if r.offset < end[TopicPartition(r.topic, r.partition)]]
+        if batch:
+            await projection.process(batch)
+            done += len(batch)
+            progress.update(task, advance=len(batch))
+    await consumer.commit({tp: end[tp] for tp in parts})
+    return done
+
+
 async def rebuild(settings: TimelineSettings) -> int:
     if await group_members(settings.kafka_bootstrap_servers, settings.group(settings.group_id)):
         raise SystemExit("the timeline service is running (its consumer group has members): stop it first")
-    topic = settings.topic_prefix + topics.IDENTITY.name
     pool = await create_pool(settings.database_url.get_secret_value(), 1, 2)
     projection = TimelineProjection(pool, _Silent(), "unused", "unused")
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.group(settings.group_id),
                                 enable_auto_commit=False)
     await consumer.start()
     try:
+        # Partitions of both topics are looked up before either is assigned: once the consumer has an
+        # assignment, its metadata covers only the assigned topics.
+        sources = [await partitions(consumer, settings.topic_prefix + spec.name) for spec in (topics.IDENTITY, topics.ROUTING)]
         async with pool.acquire() as conn:
             await conn.execute("TRUNCATE " + ", ".join(f"timeline.{t}" for t in TABLES))
-        parts = await partitions(consumer, topic)
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        end = await consumer.end_offsets(parts)
-        total, done = sum(end.values()), 0
         with Progress() as progress:
-            task = progress.add_task(f"replaying {topic}", total=total)
-            while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
-                fetched = (await consumer.getmany(timeout_ms=500, max_records=1000)).values()
-                batch = [r for rs in fetched for r in rs if r.offset < end[TopicPartition(r.topic, r.partition)]]
-                if batch:
-                    await projection.process(batch)
-                    done += len(batch)
-                    progress.update(task, advance=len(batch))
-        await consumer.commit({tp: end[tp] for tp in parts})
-        return done
+            return sum([await replay(consumer, parts, projection, progress) for parts in sources])
     finally:
         await consumer.stop()
         await pool.close()

@@ -12,6 +12,16 @@ EntryRow = tuple[str, str, str, datetime, str, str, str, str, str, list[str]]
 # tenant, entry_id, customer_id, occurred_at, kind, channel, source, event_id, payload, identifiers
 
 
+async def lock_tenants(conn: asyncpg.Connection, tenants: set[str], exclusive: bool) -> None:
+    """Hold each tenant's timeline lock until the transaction ends, in sorted order (no deadlock between batches).
+
+    Storing entries takes it shared, applying an identity change exclusive: a merge then never runs alongside
+    a transaction that is storing an entry under an id the merge is about to re-key."""
+    lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    for tenant in sorted(tenants):
+        await conn.execute(f"SELECT {lock}(hashtextextended('touchpoint.timeline/' || $1, 0))", tenant)
+
+
 async def canonical_ids(conn: asyncpg.Connection, ids: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """(tenant, customer id) → survivor, for those ids that were merged away."""
     if not ids:
@@ -117,11 +127,12 @@ async def erased(conn: asyncpg.Connection, ids: set[tuple[str, str]]) -> set[tup
 
 
 async def refold_profile(conn: asyncpg.Connection, tenant: str, customer: str) -> None:
-    """Recompute a profile from its entries (after a merge or split)."""
+    """Recompute a profile from its interaction entries (after a merge or split); other kinds are not contacts."""
     await conn.execute(
         "INSERT INTO timeline.customers (tenant, customer_id, first_contact_at, last_contact_at, entry_count, channels)"
         " SELECT tenant, customer_id, min(occurred_at), max(occurred_at), count(*), array_agg(DISTINCT channel)"
-        " FROM timeline.entries WHERE tenant = $1 AND customer_id = $2 GROUP BY tenant, customer_id"
+        " FROM timeline.entries WHERE tenant = $1 AND customer_id = $2 AND kind = 'interaction'"
+        " GROUP BY tenant, customer_id"
         " ON CONFLICT (tenant, customer_id) DO UPDATE SET first_contact_at = excluded.first_contact_at,"
         " last_contact_at = excluded.last_contact_at, entry_count = excluded.entry_count, channels = excluded.channels",
         tenant, customer,
@@ -129,7 +140,8 @@ async def refold_profile(conn: asyncpg.Connection, tenant: str, customer: str) -
 
 
 async def insert_entries(conn: asyncpg.Connection, rows: list[EntryRow]) -> list[asyncpg.Record]:
-    """Insert entries not stored yet; returns the ones inserted now (customer_id, occurred_at, channel)."""
+    """Insert entries not stored yet; returns the ones inserted now (tenant, customer_id, occurred_at, channel,
+    kind)."""
     if not rows:
         return []
     return await conn.fetch(
@@ -138,7 +150,7 @@ async def insert_entries(conn: asyncpg.Connection, rows: list[EntryRow]) -> list
         " SELECT t, e, c, o, k, ch, s, ev, p, string_to_array(i, chr(31)) FROM unnest($1::text[], $2::text[],"
         " $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])"
         " AS u(t, e, c, o, k, ch, s, ev, p, i)"
-        " ON CONFLICT DO NOTHING RETURNING tenant, customer_id, occurred_at, channel",
+        " ON CONFLICT DO NOTHING RETURNING tenant, customer_id, occurred_at, channel, kind",
         *columns([(*r[:9], "\x1f".join(r[9])) for r in rows]),
     )
 

@@ -16,6 +16,7 @@ from shared.contracts.interaction import (
     InteractionOccurredV1,
     InteractionResolvedV1,
 )
+from shared.contracts.routing import AGENT_MODELS, CONVERSATION_MODELS, ROUTING_MODELS
 from shared.contracts.timeline import CustomerSnapshotV1, TimelineEntryAddedV1
 
 MODELS: dict[str, type[BaseModel]] = {
@@ -27,6 +28,9 @@ MODELS: dict[str, type[BaseModel]] = {
     types.CUSTOMER_ERASED: CustomerErasedV1,
     types.TIMELINE_ENTRY_ADDED: TimelineEntryAddedV1,
     types.CUSTOMER_SNAPSHOT: CustomerSnapshotV1,
+    **AGENT_MODELS,
+    **CONVERSATION_MODELS,
+    **ROUTING_MODELS,
 }
 
 CONTRACTS_DIR = Path(__file__).parent

@@ -1,6 +1,7 @@
 """Downstream contracts published by the timeline service."""
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -10,8 +11,14 @@ from shared.contracts.interaction import Channel, Direction, Identifier
 class TimelineEntryAddedV1(BaseModel):
     """``touchpoint.timeline.entry_added.v1`` on ``touchpoint.timeline.v1``, keyed by customer id.
 
-    ``entry_id`` is stable (derived from the upstream ``source`` and ``id``) and is also the CloudEvents
+    ``entry_id`` is stable (derived from the recorded event's ``source`` and ``id``) and is also the CloudEvents
     ``id``, so a consumer can de-duplicate a redelivery.
+
+    ``kind`` is ``interaction`` for a customer interaction, which always has a ``direction``, or the short name
+    of a routing event (``routing.conversation_queued``, ``routing.conversation_offered``,
+    ``routing.conversation_assigned``, ``routing.conversation_reassigned``, ``routing.sla_warning``,
+    ``routing.sla_breached``, ``routing.conversation_resolved``), which has no ``direction`` and carries the
+    routing event's own fields (queue, priority, position, reason, metric, ...) in ``details``.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -21,7 +28,7 @@ class TimelineEntryAddedV1(BaseModel):
     kind: str
     occurred_at: datetime
     channel: Channel
-    direction: Direction
+    direction: Direction | None = None
     source: str
     event_id: str
     conversation_id: str | None = None
@@ -31,6 +38,7 @@ class TimelineEntryAddedV1(BaseModel):
     language: str | None = None
     agent_id: str | None = None
     tags: list[str] = []
+    details: dict[str, Any] = {}
 
 
 class CustomerSnapshotV1(BaseModel):

@@ -1,0 +1,188 @@
+"""Routing decisions on the customer timeline, through real Kafka and PostgreSQL: the timeline service (in this
+process) consumes ``touchpoint.routing.v1`` next to the identity topic, records each decision once on the merged
+survivor, publishes it downstream once, and ignores queue movements; redeliveries change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import Counter
+from contextlib import asynccontextmanager
+
+import httpx
+import orjson
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from services.timeline import repository as repo
+from services.timeline.entries import routing_entry
+from services.timeline.main import build_app
+from services.timeline.projection import TimelineProjection
+from services.timeline.rebuild import rebuild
+from services.timeline.settings import TimelineSettings
+from shared import topics
+from shared.cloudevents import from_kafka, from_structured, to_kafka_headers
+from shared.contracts import EXAMPLES_DIR, types
+from shared.contracts.routing import SlaBreachedV1
+from shared.db import create_pool
+from tests.support import kafka_io
+from tests.support.recording import RecordingProducer
+from tests.support.stack import new_stack
+
+pytestmark = pytest.mark.integration
+TENANT = "routed"
+GROUP = "touchpoint-timeline"
+
+
+def record(event_type: str, key: str, **data) -> tuple[bytes, bytes, list]:
+    """A binary-mode record of the contract example of ``event_type``, with a fresh id and ``data`` overrides."""
+    raw = json.loads((EXAMPLES_DIR / f"{event_type}.json").read_text())
+    raw.update(id=str(uuid.uuid4()), tenant=TENANT)
+    raw["data"].update(data)
+    event = from_structured(raw)
+    return key.encode(), orjson.dumps(event.data), to_kafka_headers(event)
+
+
+@asynccontextmanager
+async def timeline_service(infra):
+    stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
+    app = build_app(TimelineSettings(kafka_bootstrap_servers=stack.bootstrap_servers, database_url=stack.database_url,
+                                     topic_prefix=stack.prefix))
+    async with app.router.lifespan_context(app):
+        yield stack, app
+
+
+async def publish(stack, spec, records) -> None:
+    await kafka_io.publish(stack.bootstrap_servers, stack.topic(spec.name), records)
+
+
+async def settled(stack) -> bool:
+    for spec in (topics.IDENTITY, topics.ROUTING):
+        if await kafka_io.lag(stack.bootstrap_servers, stack.prefix + GROUP, stack.topic(spec.name)):
+            return False
+    return True
+
+
+async def fetch(stack, sql: str, *args) -> list:
+    conn = await stack.connect()
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def test_a_routing_event_is_one_entry_on_the_merged_survivor_and_published_once(infra):
+    survivor, merged = str(uuid.uuid4()), str(uuid.uuid4())
+    async with timeline_service(infra) as (stack, app):
+        queued = record(types.ROUTING_CONVERSATION_QUEUED, merged, customer_id=merged)
+        await publish(stack, topics.IDENTITY, [record(types.INTERACTION_RESOLVED, survivor, customer_id=survivor,
+                                                      event_id=str(uuid.uuid4()))])
+        await publish(stack, topics.ROUTING, [queued])
+        await kafka_io.wait_for(lambda: settled(stack), timeout=60, what="queued event consumed")
+
+        merge_id = str(uuid.uuid4())
+        await publish(stack, topics.IDENTITY, [record(types.CUSTOMERS_MERGED, survivor, merge_id=merge_id,
+                                                      survivor_id=survivor, merged_ids=[merged])])
+        await kafka_io.wait_for(lambda: settled(stack), timeout=60, what="merge applied")
+
+        assigned = record(types.ROUTING_CONVERSATION_ASSIGNED, merged, customer_id=merged)
+        moved = record(types.ROUTING_QUEUE_POSITION_CHANGED, merged, customer_id=merged)
+        unknown = (merged.encode(), b"{}", [(k, types.ROUTING_CONVERSATION_ASSIGNED.replace("v1", "v9").encode())
+                                            if k == "ce_type" else (k, v) for k, v in assigned[2]])
+        await publish(stack, topics.ROUTING, [assigned, moved, assigned, queued, unknown])
+        await kafka_io.wait_for(lambda: settled(stack), timeout=60, what="routing events consumed")
+        redelivered = await kafka_io.read_all(stack.bootstrap_servers, stack.topic(topics.ROUTING.name))
+        await app.state.projection.process(redelivered)
+
+        rows = await fetch(stack, "SELECT customer_id, kind, payload FROM timeline.entries WHERE tenant = $1"
+                                  " AND kind <> 'interaction' ORDER BY occurred_at", TENANT)
+        assert [(r["customer_id"], r["kind"]) for r in rows] == [
+            (survivor, "routing.conversation_queued"), (survivor, "routing.conversation_assigned")]
+        assert orjson.loads(rows[1]["payload"])["details"]["offer_id"] == "offer-5f1c"
+
+        downstream = [r for r in await kafka_io.read_all(stack.bootstrap_servers, stack.topic(topics.TIMELINE.name))
+                      if orjson.loads(r.value)["kind"].startswith("routing.")]
+        per_id = Counter(dict(r.headers)["ce_id"] for r in downstream)
+        assert sorted(orjson.loads(r.value)["kind"] for r in downstream) == [
+            "routing.conversation_assigned", "routing.conversation_queued"]
+        assert set(per_id.values()) == {1}, "each entry published once"
+
+        dead = await kafka_io.read_all(stack.bootstrap_servers, stack.topic(topics.ROUTING.dead_letter()))
+        assert len(dead) == 2, "the unknown type, dead-lettered on delivery and on redelivery"
+        assert {dict(r.headers)["touchpoint.errors.reason"] for r in dead} == {b"unsupported_type"}
+
+        key = await stack.api_key(TENANT, ["read"])
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://timeline",
+                                     headers={"Authorization": f"Bearer {key}"}) as client:
+            timeline = (await client.get(f"/v1/customers/{merged}/timeline")).json()
+            profile = (await client.get(f"/v1/customers/{merged}")).json()
+        assert timeline["customer_id"] == survivor
+        assert [e["kind"] for e in timeline["entries"]] == [
+            "routing.conversation_assigned", "routing.conversation_queued", "interaction"]
+        assert profile["entry_count"] == 1, "routing decisions are not contacts"
+
+
+
+async def held_while(pool, hold, concurrent) -> None:
+    """Run ``hold(conn)`` in a transaction, start ``concurrent`` and check it waits until that transaction ends."""
+    async with pool.acquire() as conn, conn.transaction():
+        await hold(conn)
+        task = asyncio.create_task(concurrent)
+        await asyncio.sleep(0.5)
+        assert not task.done(), "waits for the other transaction"
+    await asyncio.wait_for(task, timeout=10)
+
+
+@pytest.mark.parametrize("side", ["merge while an entry is stored", "entry stored while a merge is applied"])
+async def test_merges_and_entries_stored_concurrently_end_on_the_survivor(infra, side):
+    """The identity and routing topics are consumed concurrently: whichever of a merge and an entry under the
+    merged-away id commits first, the entry ends on the survivor."""
+    stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
+    pool = await create_pool(stack.database_url)
+    survivor, merged = str(uuid.uuid4()), str(uuid.uuid4())
+    projection = TimelineProjection(pool, RecordingProducer(), "timeline", "customers")
+    routing = consumer_record(topics.ROUTING, record(types.ROUTING_SLA_BREACHED, merged, customer_id=merged))
+    merge = consumer_record(topics.IDENTITY, record(types.CUSTOMERS_MERGED, survivor, merge_id=str(uuid.uuid4()),
+                                                    survivor_id=survivor, merged_ids=[merged]))
+    entry = routing_entry(from_kafka(routing.value, routing.headers), SlaBreachedV1.model_validate_json(routing.value))
+
+    async def store(conn) -> None:
+        await repo.lock_tenants(conn, {TENANT}, exclusive=False)
+        await repo.insert_entries(conn, [(TENANT, entry.entry_id(TENANT), merged, entry.occurred_at, entry.kind,
+                                          entry.channel, entry.source, entry.event_id, entry.payload(TENANT), [])])
+
+    async def apply_merge(conn) -> None:
+        await repo.lock_tenants(conn, {TENANT}, exclusive=True)
+        await repo.apply_merge(conn, TENANT, survivor, [merged])
+
+    try:
+        if side == "merge while an entry is stored":
+            await held_while(pool, store, projection.process([merge]))
+        else:
+            await held_while(pool, apply_merge, projection.process([routing]))
+        rows = await pool.fetch("SELECT customer_id FROM timeline.entries WHERE tenant = $1", TENANT)
+        assert [r["customer_id"] for r in rows] == [survivor]
+    finally:
+        await pool.close()
+
+
+def consumer_record(spec, rec: tuple[bytes, bytes, list]) -> ConsumerRecord:
+    key, value, headers = rec
+    return ConsumerRecord(spec.name, 0, 0, 0, 0, key, value, None, len(key), len(value), tuple(headers))
+
+
+async def test_a_rebuild_restores_routing_entries_on_the_survivor(infra):
+    stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
+    survivor, merged = str(uuid.uuid4()), str(uuid.uuid4())
+    await publish(stack, topics.ROUTING, [record(types.ROUTING_CONVERSATION_OFFERED, merged, customer_id=merged),
+                                          record(types.ROUTING_QUEUE_POSITION_CHANGED, merged, customer_id=merged)])
+    await publish(stack, topics.IDENTITY, [
+        record(types.INTERACTION_RESOLVED, survivor, customer_id=survivor, event_id=str(uuid.uuid4())),
+        record(types.CUSTOMERS_MERGED, survivor, merge_id=str(uuid.uuid4()), survivor_id=survivor, merged_ids=[merged])])
+    settings = TimelineSettings(kafka_bootstrap_servers=stack.bootstrap_servers, database_url=stack.database_url,
+                                topic_prefix=stack.prefix)
+    assert await rebuild(settings) == 4
+    rows = await fetch(stack, "SELECT customer_id, kind FROM timeline.entries WHERE tenant = $1 ORDER BY occurred_at", TENANT)
+    assert [(r["customer_id"], r["kind"]) for r in rows] == [(survivor, "interaction"), (survivor, "routing.conversation_offered")]
+    assert await settled(stack), "the service's group resumes after what was replayed"

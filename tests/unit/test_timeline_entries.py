@@ -1,0 +1,69 @@
+"""What the timeline records for a routing event and for an interaction, from the contract examples."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+
+from services.timeline.entries import interaction_entry, routing_entry
+from shared.cloudevents import from_structured
+from shared.contracts import EXAMPLES_DIR, types
+from shared.contracts.interaction import InteractionResolvedV1
+from shared.contracts.routing import ROUTING_MODELS
+from shared.contracts.timeline import TimelineEntryAddedV1
+
+pytestmark = pytest.mark.unit
+TENANT = "example"
+
+
+def example(event_type: str):
+    return from_structured(json.loads((EXAMPLES_DIR / f"{event_type}.json").read_text()))
+
+
+def published(entry) -> TimelineEntryAddedV1:
+    """The entry as a downstream consumer reads it (``customer_id`` is added when read)."""
+    data = orjson.loads(entry.payload(TENANT))
+    return TimelineEntryAddedV1.model_validate({**data, "customer_id": entry.customer_id})
+
+
+@pytest.mark.parametrize("event_type", sorted(ROUTING_MODELS))
+def test_a_routing_event_becomes_an_entry_of_its_kind(event_type):
+    event = example(event_type)
+    decision = ROUTING_MODELS[event_type].model_validate(event.data)
+    entry = routing_entry(event, decision)
+    read = published(entry)
+    assert read.kind == "routing." + event_type.split(".")[2]
+    assert (read.channel, read.customer_id, read.conversation_id) == (
+        decision.channel, decision.customer_id, decision.conversation_id)
+    assert (read.source, read.event_id, read.occurred_at) == (event.source, event.id, decision.at)
+    assert read.direction is None and entry.identifiers == ()
+    assert read.details["priority"] == decision.priority and "customer_id" not in read.details
+    assert read.entry_id == routing_entry(event, decision).entry_id(TENANT), "stable across redeliveries"
+
+
+def test_routing_details_carry_the_decision():
+    event = example(types.ROUTING_CONVERSATION_ASSIGNED)
+    read = published(routing_entry(event, ROUTING_MODELS[event.type].model_validate(event.data)))
+    assert read.agent_id == "agent-17"
+    assert read.details == {"queue": "billing", "priority": 10, "offer_id": "offer-5f1c", "waited_s": 111.8}
+    event = example(types.ROUTING_SLA_BREACHED)
+    read = published(routing_entry(event, ROUTING_MODELS[event.type].model_validate(event.data)))
+    assert read.details["due_at"] == "2026-11-20T11:00:00Z" and read.details["escalated_to_queue"] == "supervisors"
+
+
+def test_an_interaction_entry_keeps_its_upstream_identity_and_direction():
+    event = example(types.INTERACTION_RESOLVED)
+    it = InteractionResolvedV1.model_validate(event.data)
+    entry = interaction_entry(it)
+    read = published(entry)
+    assert (read.kind, read.direction, read.source, read.event_id) == ("interaction", "inbound", it.source, it.event_id)
+    assert entry.identifiers == ("email:anna.berg@example.com", "phone:+49301234567", "contract_id:C-100200")
+    assert "details" not in orjson.loads(entry.payload(TENANT))
+
+
+def test_entry_ids_differ_by_tenant_and_event():
+    event = example(types.ROUTING_SLA_WARNING)
+    entry = routing_entry(event, ROUTING_MODELS[event.type].model_validate(event.data))
+    assert len({entry.entry_id("a"), entry.entry_id("b")}) == 2
