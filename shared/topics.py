@@ -52,7 +52,7 @@ IDENTITY = TopicSpec(
     key="customer id",
     event_types=(t.INTERACTION_RESOLVED, t.CUSTOMERS_MERGED, t.CUSTOMER_SPLIT, t.CUSTOMER_ERASED),
     producer="identity",
-    consumers=("timeline",),
+    consumers=("timeline", "routing"),
 )
 TIMELINE = TopicSpec(
     name="touchpoint.timeline.v1",

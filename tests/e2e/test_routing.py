@@ -178,6 +178,20 @@ async def test_sla_timers_survive_kill_9_and_fire_exactly_once(routing_stack):
         return len(found) == len(customers)
 
     await kafka_io.wait_for(queued, timeout=60, what="30 queued conversations")
+    key = await stack.api_key(tenant, ["read"])
+    async with httpx.AsyncClient(base_url=stack.processes["routing"].url, timeout=10,
+                                 headers={"Authorization": f"Bearer {key}"}) as client:
+        overview = (await client.get("/v1/queues")).json()
+        [general] = overview["queues"]
+        assert general["waiting"] == len(customers)
+        assert [c["position"] for c in general["conversations"]] == list(range(1, len(customers) + 1))
+        assert all(c["eta_s"] > 0 for c in general["conversations"])
+        sla = (await client.get("/v1/sla")).json()
+        assert sla["by_status"] == {"active": len(customers)} and sla["next_due"][0]["metric"] == "first_response"
+        one = general["conversations"][0]["conversation_id"]
+        detail = (await client.get(f"/v1/conversations/{one}")).json()
+        assert detail["status"] == "queued" and detail["position"] == 1
+        assert (await client.get("/v1/queues", headers={"Authorization": "Bearer tp_x_y"})).status_code == 401
     routing = stack.processes["routing"]
     routing.kill()
     conn = await stack.connect()

@@ -10,20 +10,23 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from services.identity.service import IdentityService
+from services.routing.config import ConfigSource
+from services.routing.domain.clock import SystemClock
+from services.routing.domain.model import CONVERSATIONAL
+from services.routing.service import RoutingService
 from services.ingestion.pipeline import IngestionPipeline
 from services.timeline.projection import IGNORED, TimelineProjection
 from shared import topics
 from shared.cloudevents import from_structured, to_kafka_headers
-from shared.contracts import EXAMPLES_DIR, MODELS
+from shared.contracts import EXAMPLES_DIR, MODELS, types
 from shared.contracts.types import short_name
 from shared.db import create_pool
 from tests.support.recording import RecordingProducer
 from tests.support.stack import new_stack
 
 pytestmark = pytest.mark.integration
-# Consumers whose examples are replayed elsewhere: "downstream" is outside Touchpoint, and the routing service's
-# own tests feed every example of the topics it consumes to its handlers.
-FED_ELSEWHERE = ("downstream", "routing")
+# "downstream" is outside Touchpoint.
+FED_ELSEWHERE = ("downstream",)
 
 
 def consumer_cases():
@@ -49,7 +52,11 @@ def as_record(spec, event_type: str, mode: str) -> ConsumerRecord:
     return ConsumerRecord(spec.name, 0, 0, 0, 0, b"key", value, None, 3, len(value), tuple(headers))
 
 
-def build(consumer: str, pool, producer):
+def build(consumer: str, pool, producer, spec=None):
+    if consumer == "routing":
+        service = RoutingService(pool, producer, ConfigSource(None), SystemClock(), topics.ROUTING.name)
+        return {topics.IDENTITY.name: service.process_identity, topics.AGENTS.name: service.process_agents,
+                topics.CONVERSATIONS.name: service.process_conversations}[spec.name]
     if consumer == "ingestion":
         return IngestionPipeline(pool, producer, topics.INBOUND.name, topics.INGESTED.name, "default", "DE").process_inbound
     if consumer == "identity":
@@ -74,10 +81,13 @@ def test_every_type_has_a_consumer_or_is_downstream():
 @pytest.mark.parametrize(("spec", "event_type", "consumer", "mode"), list(consumer_cases()))
 async def test_example_is_accepted_by_consumer(pool, spec, event_type, consumer, mode):
     producer = RecordingProducer()
-    process = build(consumer, pool, producer)
+    process = build(consumer, pool, producer, spec)
     await process([as_record(spec, event_type, mode)])
     dead = producer.to(".dlq")
     assert not dead, [dict(r.headers).get("touchpoint.errors.reason") for r in dead]
+    if consumer == "routing":
+        await assert_routing_applied(pool, spec, event_type, mode)
+        return
     change_id = next((v for k, v in raw_data(spec, event_type, mode).items() if k in CHANGE_IDS), None)
     if event_type in IGNORED:
         assert not producer.records, "acknowledged without effect"
@@ -92,6 +102,20 @@ async def test_example_is_accepted_by_consumer(pool, spec, event_type, consumer,
 
 
 CHANGE_IDS = ("merge_id", "split_id", "erasure_id")
+
+
+async def assert_routing_applied(pool, spec, event_type: str, mode: str) -> None:
+    """Agent and conversation events are recorded as applied; a resolved interaction on a conversational
+    channel opens a conversation; merges are recorded; splits and erasures need nothing from routing."""
+    data = raw_data(spec, event_type, mode)
+    async with pool.acquire() as conn:
+        if event_type == types.INTERACTION_RESOLVED:
+            opened = await conn.fetchval("SELECT count(*) FROM routing.conversations WHERE customer_id = $1",
+                                         data["customer_id"])
+            assert opened == (1 if data["channel"] in CONVERSATIONAL else 0)
+        elif event_type not in (types.CUSTOMER_SPLIT, types.CUSTOMER_ERASED):
+            event_id = json.loads((EXAMPLES_DIR / f"{event_type}.json").read_text())["id"] + f"-{mode}"
+            assert await conn.fetchval("SELECT count(*) FROM routing.processed_events WHERE event_id = $1", event_id) == 1
 
 
 def raw_data(spec, event_type: str, mode: str) -> dict:

@@ -186,3 +186,30 @@ async def test_a_rebuild_restores_routing_entries_on_the_survivor(infra):
     rows = await fetch(stack, "SELECT customer_id, kind FROM timeline.entries WHERE tenant = $1 ORDER BY occurred_at", TENANT)
     assert [(r["customer_id"], r["kind"]) for r in rows] == [(survivor, "interaction"), (survivor, "routing.conversation_offered")]
     assert await settled(stack), "the service's group resumes after what was replayed"
+
+
+async def test_a_split_leaves_routing_entries_with_the_customer_and_an_erasure_removes_them_for_good(infra):
+    stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
+    pool = await create_pool(stack.database_url)
+    customer, new_customer = str(uuid.uuid4()), str(uuid.uuid4())
+    projection = TimelineProjection(pool, RecordingProducer(), "timeline", "customers")
+    routing = consumer_record(topics.ROUTING, record(types.ROUTING_CONVERSATION_ASSIGNED, customer, customer_id=customer))
+    later = consumer_record(topics.ROUTING, record(types.ROUTING_CONVERSATION_RESOLVED, customer, customer_id=customer))
+    phone_only = [{"type": "phone", "value": "+49301234567"}]
+    identity = [
+        record(types.INTERACTION_RESOLVED, customer, customer_id=customer, event_id="call-1", identifiers=phone_only),
+        record(types.CUSTOMER_SPLIT, customer, split_id=str(uuid.uuid4()), customer_id=customer,
+               new_customer_id=new_customer, identifiers=phone_only),
+    ]
+    owners = "SELECT kind, customer_id FROM timeline.entries WHERE tenant = $1 ORDER BY kind"
+    try:
+        await projection.process([routing, *(consumer_record(topics.IDENTITY, r) for r in identity), later])
+        assert [tuple(r) for r in await pool.fetch(owners, TENANT)] == [
+            ("interaction", new_customer), ("routing.conversation_assigned", customer),
+            ("routing.conversation_resolved", customer)]
+        erase = record(types.CUSTOMER_ERASED, customer, erasure_id=str(uuid.uuid4()), customer_id=customer, merged_ids=[])
+        await projection.process([consumer_record(topics.IDENTITY, erase)])
+        await projection.process([routing, later])
+        assert [tuple(r) for r in await pool.fetch(owners, TENANT)] == [("interaction", new_customer)]
+    finally:
+        await pool.close()

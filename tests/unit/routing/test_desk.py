@@ -40,7 +40,8 @@ tenants:
 class World:
     """A desk per instant over state that carries over, as the service does with the database."""
 
-    def __init__(self, agents: dict[str, dict]) -> None:
+    def __init__(self, agents: dict[str, dict], config=CONFIG) -> None:
+        self.config = config
         self.conversations: dict[str, Conversation] = {}
         self.agents = {name: Agent(name, presence=spec.get("presence", "online"), attributes=spec["attributes"],
                                    capacity_total=spec.get("capacity", 100)) for name, spec in agents.items()}
@@ -51,13 +52,13 @@ class World:
     def desk(self, at: datetime) -> Desk:
         for a in self.agents.values():
             a.used = 0
-        return Desk("t", CONFIG, at, self.conversations, self.agents, self.last, HandlingRate(900, 300))
+        return Desk("t", self.config, at, self.conversations, self.agents, self.last, HandlingRate(900, 300))
 
     def run(self, at: datetime, action=lambda desk: None, fire: bool = True):
         desk = self.desk(at)
         result = action(desk)
         if fire:
-            for timer in [t for t in self.timers if t.due_at <= at]:
+            for timer in sorted((t for t in self.timers if t.due_at <= at), key=lambda t: t.due_at):
                 self.timers.remove(timer)
                 desk.fire(timer)
         desk.dispatch()
@@ -258,3 +259,21 @@ def test_pause_moves_the_resolution_due_time():
     world.run(T0 + timedelta(seconds=1200), lambda d: d.inbound(c.conversation_id, "c1", "chat", d.now, None, []))
     dues = sorted(t.due_at for t in world.timers if t.kind == "sla_due" and t.payload["metric"] == "resolution")
     assert dues[-1] == T0 + timedelta(seconds=7200 + 1000), "the 1,000 s waiting on the customer do not count"
+
+
+def test_warnings_fire_before_the_breach_once_each():
+    config = parse_config("""
+tenants:
+  t:
+    sla:
+      - {name: social, match: "true", first_response_s: 3600, warn_before_s: [1800, 600]}
+""").tenant("t")
+    world = World({}, config)
+    c = open_chat(world, T0)
+    for minutes in (29, 31, 49, 51, 59, 61, 90):
+        world.run(T0 + timedelta(minutes=minutes))
+    warnings = [(e.data["warn_before_s"], e.data["metric"]) for e in world.events if e.kind == "sla_warning"]
+    assert warnings == [(1800, "first_response"), (600, "first_response")]
+    assert [e.kind for e in world.events if e.kind.startswith("sla_")] == ["sla_warning", "sla_warning", "sla_breached"]
+    assert world.conversations[c.conversation_id].sla_state is not None
+
