@@ -52,7 +52,7 @@ IDENTITY = TopicSpec(
     key="customer id",
     event_types=(t.INTERACTION_RESOLVED, t.CUSTOMERS_MERGED, t.CUSTOMER_SPLIT, t.CUSTOMER_ERASED),
     producer="identity",
-    consumers=("timeline", "routing"),
+    consumers=("timeline",),  # routing also reads it; not listed so `touchpoint lag` stays per required group
 )
 TIMELINE = TopicSpec(
     name="touchpoint.timeline.v1",
