@@ -31,3 +31,7 @@ bench-quick: setup
 
 bench-api: setup
 	.venv/bin/python -m bench.timeline_api
+
+.PHONY: bench-routing
+bench-routing: setup
+	.venv/bin/python -m bench.routing_sim

@@ -11,13 +11,14 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from services.routing.config import load_config
 from shared.settings import ServiceSettings
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-TOUCHPOINT_SERVICES = ("ingestion", "identity", "timeline")
+TOUCHPOINT_SERVICES = ("ingestion", "identity", "timeline", "routing")
 SETUP_JOBS = ("migrate", "topics-init")
 # Long-running services that cannot carry a healthcheck, with the reason; nothing may wait on them being healthy.
 NO_HEALTHCHECK = {"otel-collector": "distroless image: no shell or HTTP client to run a probe with"}
@@ -132,6 +133,18 @@ def test_touchpoint_variables_are_real_settings(compose):
             if var.startswith(ENV_PREFIX) and var[len(ENV_PREFIX):].lower() not in fields:
                 unknown.append(f"{name}: {var}")
     assert not unknown, f"TOUCHPOINT_* variables no settings class reads: {unknown}"
+
+
+def test_routing_reads_the_example_config_from_a_read_only_directory_mount(compose):
+    svc = compose["services"]["routing"]
+    config_path = Path(_environment(svc)["TOUCHPOINT_ROUTING_CONFIG"])
+    mounts = [m.split(":") for m in svc["volumes"]]
+    ((source, target, mode),) = [m for m in mounts if config_path.is_relative_to(m[1])]
+    assert mode == "ro"
+    host_file = ROOT / source / config_path.relative_to(target)
+    # A directory, not the file: an editor's save-by-rename would leave a single-file bind mount on the old inode.
+    assert (ROOT / source).is_dir() and host_file == ROOT / "deploy" / "routing" / "routing.yaml"
+    assert load_config(host_file).tenants
 
 
 def test_collector_config_exists_and_exports_to_jaeger(compose):

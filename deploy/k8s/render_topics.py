@@ -61,20 +61,25 @@ def render() -> str:
     return HEADER + yaml.safe_dump_all(topic_resources(), sort_keys=False, explicit_start=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def write_or_check(output: Path, text: str, script: str, argv: list[str] | None = None) -> int:
+    """The command line of every generator here: write ``text`` to ``output``, or with ``--check`` exit 1 when the
+    committed file differs (so that a stale generated file fails CI instead of drifting)."""
+    parser = argparse.ArgumentParser(description=f"Render {output.relative_to(ROOT)}.")
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args(argv)
-    text = render()
     if args.check:
-        current = OUTPUT.read_text() if OUTPUT.exists() else ""
+        current = output.read_text() if output.exists() else ""
         if current != text:
-            print(f"{OUTPUT.relative_to(ROOT)} is stale: run {Path(__file__).relative_to(ROOT)}", file=sys.stderr)
+            print(f"{output.relative_to(ROOT)} is stale: run {script}", file=sys.stderr)
             return 1
         return 0
-    OUTPUT.write_text(text)
-    print(f"wrote {OUTPUT.relative_to(ROOT)}")
+    output.write_text(text)
+    print(f"wrote {output.relative_to(ROOT)}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return write_or_check(OUTPUT, render(), "deploy/k8s/render_topics.py", argv)
 
 
 if __name__ == "__main__":

@@ -25,14 +25,17 @@ fi
 "$py" -m shared.cli migrate
 "$py" -m shared.cli create-topics
 
-declare -A ports=([ingestion]=8001 [identity]=8002 [timeline]=8003)
-for svc in ingestion identity timeline; do
+# Only routing reads TOUCHPOINT_ROUTING_CONFIG; it re-reads the file whenever it changes.
+export TOUCHPOINT_ROUTING_CONFIG=${TOUCHPOINT_ROUTING_CONFIG:-$root/deploy/routing/routing.yaml}
+services=(ingestion identity timeline routing)
+declare -A ports=([ingestion]=8001 [identity]=8002 [timeline]=8003 [routing]=8004)
+for svc in "${services[@]}"; do
   pidfile=$run_dir/$svc.pid
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then continue; fi
   TOUCHPOINT_PORT=${ports[$svc]} nohup "$py" -m "services.$svc" >>"$run_dir/logs/$svc.log" 2>&1 &
   echo $! > "$pidfile"
 done
-for svc in ingestion identity timeline; do
+for svc in "${services[@]}"; do
   for _ in $(seq 1 120); do
     if curl -fsS "http://127.0.0.1:${ports[$svc]}/readyz" >/dev/null 2>&1; then break; fi
     kill -0 "$(cat "$run_dir/$svc.pid")" 2>/dev/null || { echo "$svc exited; see $run_dir/logs/$svc.log"; tail -20 "$run_dir/logs/$svc.log"; exit 1; }
@@ -52,6 +55,8 @@ Touchpoint is running.
   ingestion                http://127.0.0.1:${ports[ingestion]}   (POST /v1/events, docs at /docs)
   identity                 http://127.0.0.1:${ports[identity]}   (/healthz, /readyz)
   timeline                 http://127.0.0.1:${ports[timeline]}   (GET /v1/customers/..., docs at /docs)
+  routing                  http://127.0.0.1:${ports[routing]}   (PUT /v1/agents/{id}/presence, GET /v1/queues, GET /v1/sla, docs at /docs)
+  routing config           $TOUCHPOINT_ROUTING_CONFIG
   tenant                   dev
   dev API key              $(cat "$keyfile")
   logs                     $run_dir/logs/

@@ -4,7 +4,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 run_dir=${RUN_DIR:-$root/.run}
 export RUN_DIR=$run_dir
-for svc in timeline identity ingestion; do
+for svc in routing timeline identity ingestion; do
   pidfile=$run_dir/$svc.pid
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")

@@ -20,6 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from services.routing.config import parse_config
+from shared import topics
 from shared.settings import ServiceSettings
 from shared.topics import REGISTRY, TopicSpec
 
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
-SERVICES = ("ingestion", "identity", "timeline")
+SERVICES = ("ingestion", "identity", "timeline", "routing")
 # The oldest Kubernetes release the manifests must be valid for.
 KUBERNETES_VERSION = "1.30"
 CUSTOM_KINDS = {
@@ -45,6 +47,9 @@ PART_OF = {"app.kubernetes.io/part-of": "touchpoint"}
 # user:password@ in a URL: a committed credential.
 CREDENTIAL_IN_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/@:]+:[^\s/@]+@", re.IGNORECASE)
 SECRET_LOOKING_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|DATABASE_URL|DSN", re.IGNORECASE)
+# `res.subscribe(topics.IDENTITY.name, ...)` in a service's composition root (services/<name>/main.py).
+SUBSCRIPTION = re.compile(r"\.subscribe\(\s*topics\.([A-Z_]+)\.name")
+ROUTING_CONFIG_MAP = "touchpoint-routing-config"
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -58,6 +63,7 @@ def _load_script(name: str) -> ModuleType:
 
 render = _load_script("render")
 render_topics = _load_script("render_topics")
+render_routing_config = _load_script("render_routing_config")
 
 
 @functools.cache
@@ -102,6 +108,13 @@ def _consumed_topics(service: str) -> list[TopicSpec]:
     return [t for t in REGISTRY if service in t.consumers]
 
 
+def _subscribed_topics(service: str) -> list[TopicSpec]:
+    """What the service really consumes. The registry leaves some reads out of ``consumers`` on purpose (routing's
+    read of the identity topic, see shared/topics.py), and a topic without a trigger would never scale the service."""
+    source = (ROOT / "services" / service / "main.py").read_text()
+    return [getattr(topics, name) for name in SUBSCRIPTION.findall(source)]
+
+
 def _container(deployment: dict) -> dict:
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return container
@@ -125,6 +138,12 @@ def _kafka_config(docs) -> dict:
 def test_topic_manifest_matches_the_registry():
     committed = (K8S / "base" / "kafka-topics.yaml").read_text()
     assert committed == render_topics.render(), "stale: run .venv/bin/python deploy/k8s/render_topics.py"
+
+
+def test_routing_config_map_matches_the_routing_config():
+    committed = (K8S / "base" / "routing-config.yaml").read_text()
+    assert committed == render_routing_config.render(), (
+        "stale: run .venv/bin/python deploy/k8s/render_routing_config.py")
 
 
 def test_offline_renderer_refuses_features_it_does_not_implement(tmp_path):
@@ -235,6 +254,21 @@ def test_no_secret_is_committed_in_plaintext(docs):
             assert not literal, f"{doc['metadata']['name']}: literal value for {literal}"
 
 
+def test_routing_reads_its_config_map_through_a_directory_mount(docs):
+    deployment = _one(docs, "Deployment", "touchpoint-routing")
+    container = _container(deployment)
+    path = Path(_env(container)["TOUCHPOINT_ROUTING_CONFIG"]["value"])
+    (mount,) = [m for m in container["volumeMounts"] if path.is_relative_to(m["mountPath"])]
+    # subPath mounts never receive ConfigMap updates, and the service re-reads the file when it changes.
+    assert mount.get("readOnly") is True and "subPath" not in mount
+    (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["configMap"]["name"] == ROUTING_CONFIG_MAP
+    data = _one(docs, "ConfigMap", ROUTING_CONFIG_MAP)["data"]
+    key = str(path.relative_to(mount["mountPath"]))
+    assert set(data) == {key}
+    assert parse_config(data[key], source=f"ConfigMap {ROUTING_CONFIG_MAP}").tenants
+
+
 def test_migration_job_runs_the_cli(docs):
     job = _one(docs, "Job", "touchpoint-migrate")
     pod = job["spec"]["template"]["spec"]
@@ -320,9 +354,11 @@ def test_each_consumer_scales_on_its_topic_lag_within_its_partitions(overlay, do
         deployment = _one(docs, "Deployment", spec["scaleTargetRef"]["name"])
         assert deployment["metadata"]["name"] == f"touchpoint-{service}"
         assert "replicas" not in deployment["spec"], "the ScaledObject owns the replica count"
-        topics = _consumed_topics(service)
-        assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= min(t.partitions for t in topics)
-        assert sorted(t["metadata"]["topic"] for t in spec["triggers"]) == sorted(t.name for t in topics)
+        consumed = _subscribed_topics(service)
+        missing = {t.name for t in _consumed_topics(service)} - {t.name for t in consumed}
+        assert not missing, f"{service} does not subscribe to its registry topics {missing}"
+        assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= min(t.partitions for t in consumed)
+        assert sorted(t["metadata"]["topic"] for t in spec["triggers"]) == sorted(t.name for t in consumed)
         for trigger in spec["triggers"]:
             assert trigger["type"] == "kafka"
             meta = trigger["metadata"]
@@ -347,6 +383,8 @@ def test_prod_is_highly_available_with_disruption_budgets_and_bigger_pods():
     scaled = _of_kind(docs, "ScaledObject")
     assert scaled["touchpoint-ingestion"]["spec"]["minReplicaCount"] == 3
     assert scaled["touchpoint-timeline"]["spec"]["minReplicaCount"] == 3
+    assert scaled["touchpoint-identity"]["spec"]["minReplicaCount"] == 2
+    assert scaled["touchpoint-routing"]["spec"]["minReplicaCount"] == 2
     assert _one(docs, "Cluster", DB_CLUSTER)["spec"]["instances"] == 3
     assert sum(p["spec"]["replicas"] for p in _of_kind(docs, "KafkaNodePool").values()) == 3
     assert _kafka_config(docs)["default.replication.factor"] == 3
