@@ -106,7 +106,38 @@ ROUTING = TopicSpec(
     public=True,
 )
 
-REGISTRY: tuple[TopicSpec, ...] = (INBOUND, INGESTED, IDENTITY, TIMELINE, CUSTOMERS, AGENTS, CONVERSATIONS, ROUTING)
+BUSINESS = TopicSpec(
+    name="touchpoint.business.v1",
+    partitions=6,
+    key="case id / order id (shipments: their order id)",
+    event_types=(t.CASE_OPENED, t.CASE_UPDATED, t.CASE_RESOLVED, t.CASE_REOPENED, t.ORDER_PLACED,
+                 t.SHIPMENT_DISPATCHED, t.SHIPMENT_DELAYED, t.SHIPMENT_DELIVERED),
+    producer="upstream",  # the helpdesk, the shop and the carriers' integrations
+    consumers=("notification",),
+    public=True,
+)
+CONSENT = TopicSpec(
+    name="touchpoint.consent.v1",
+    partitions=6,
+    key="customer id, or the first identifier when the id is unknown",
+    event_types=(t.CONSENT_GRANTED, t.CONSENT_WITHDRAWN, t.PREFERENCES_CHANGED),
+    producer="upstream",  # the CRM or preference centre
+    consumers=("notification",),
+    public=True,
+)
+NOTIFICATIONS = TopicSpec(
+    name="touchpoint.notification.v1",
+    partitions=6,
+    key="customer id",
+    event_types=(t.NOTIFICATION_SCHEDULED, t.NOTIFICATION_HELD, t.NOTIFICATION_SENT, t.NOTIFICATION_DELIVERED,
+                 t.NOTIFICATION_FAILED, t.NOTIFICATION_SUPPRESSED, t.NOTIFICATION_FOLLOW_UP_ANSWERED),
+    producer="notification",
+    consumers=("timeline", "routing", "downstream"),
+    public=True,
+)
+
+REGISTRY: tuple[TopicSpec, ...] = (INBOUND, INGESTED, IDENTITY, TIMELINE, CUSTOMERS, AGENTS, CONVERSATIONS, ROUTING,
+                                   BUSINESS, CONSENT, NOTIFICATIONS)
 
 
 def by_name(name: str) -> TopicSpec:

@@ -33,6 +33,7 @@ def build_app(settings: RoutingSettings, tracer_provider: TracerProvider | None 
         res.subscribe(topics.IDENTITY.name, settings.group_id, service.process_identity)
         res.subscribe(topics.AGENTS.name, settings.group_id, service.process_agents)
         res.subscribe(topics.CONVERSATIONS.name, settings.group_id, service.process_conversations)
+        res.subscribe(topics.NOTIFICATIONS.name, settings.group_id, service.process_notifications)
 
         async def timers() -> None:
             await service.run_timers(settings.timer_interval_s)

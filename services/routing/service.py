@@ -10,6 +10,10 @@ Guarantees
   (at-least-once on the topic, each with a stable CloudEvents id, so consumers apply them once).
 - Timers are marked fired in the transaction that applies their effect: a timer fires exactly once, also across
   restarts and ``kill -9``.
+
+Of the notification topic only ``follow_up_answered`` with ``solved: false`` matters here: it reopens the
+conversation it names, offering it first to the agent who resolved it; every other notification event is
+acknowledged without effect.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from shared.contracts import routing as rc
 from shared.contracts import types
 from shared.contracts.identity import CustomersMergedV1
 from shared.contracts.interaction import InteractionResolvedV1
+from shared.contracts.notification import NOTIFICATION_MODELS, FollowUpAnsweredV1
 from shared.db import UnitOfWork
 from shared.kafka import EventProducer, OutboundRecord, dead_letter, event_record
 from shared.retry import is_transient
@@ -76,6 +81,10 @@ class RoutingService:
 
     async def process_conversations(self, records: Sequence[Any]) -> None:
         await self._consume(records, self._conversation_op)
+
+    async def process_notifications(self, records: Sequence[Any]) -> None:
+        """A customer's "not solved" answer to a follow-up reopens the conversation; the rest is acknowledged."""
+        await self._consume(records, notification_op)
 
     async def _consume(self, records: Sequence[Any], to_op: Callable[[CloudEvent], Op | None]) -> None:
         dead: list[OutboundRecord] = []
@@ -224,6 +233,30 @@ class RoutingService:
         event = CloudEvent(id=row["event_id"], source=SOURCE, type=row["event_type"], time=row["created_at"],
                            data=orjson.loads(row["payload"]), extensions={"tenant": row["tenant"]})
         return event_record(self.routing_topic, row["subject"], event)
+
+
+def notification_op(event: CloudEvent) -> Op | None:
+    """The desk change a notification event asks for: a reopen for a follow-up answered "not solved" on a known
+    conversation, None for every other notification event. Raises ``InvalidEvent`` for a type the notification
+    topic does not carry and ``ValidationError`` for a follow-up answer that breaks its contract."""
+    if event.type not in NOTIFICATION_MODELS:
+        raise InvalidEvent("unsupported_type", f"event type {event.type!r} is not accepted here")
+    if event.type != types.NOTIFICATION_FOLLOW_UP_ANSWERED:
+        return None
+    reopen = reopen_request(FollowUpAnsweredV1.model_validate(event.data))
+    if reopen is None:
+        return None
+    return Op((event.tenant, event.source, event.id), conversation_activity(types.CONVERSATION_REOPENED, reopen))
+
+
+def reopen_request(answer: FollowUpAnsweredV1) -> rc.ConversationReopenedV1 | None:
+    """The reopen a follow-up answer amounts to: "not solved" on a conversation reopens it for the agent the
+    answer names (the one who resolved it); a "solved" answer, or one without a conversation, changes nothing."""
+    if answer.solved or answer.conversation_id is None:
+        return None
+    return rc.ConversationReopenedV1(conversation_id=answer.conversation_id, occurred_at=answer.at,
+                                     reason="the customer answered the follow-up: not solved",
+                                     prefer_agent_id=answer.agent_id)
 
 
 def conversation_activity(event_type: str, activity: Any) -> Apply:

@@ -11,6 +11,13 @@ Kinds
 - ``routing.<event>`` (e.g. ``routing.conversation_assigned``): a routing decision; its identity is the routing
   event's own CloudEvents ``source`` and ``id``, its type-specific fields go to ``details``. It carries no
   identifiers (a split never moves it) and is not a contact, so profiles do not count it.
+- ``notification``: one event of a notification to the customer (scheduled, held, sent, delivered, failed,
+  suppressed, follow-up answered); its identity is the notification event's own CloudEvents ``source`` and
+  ``id``. ``details`` holds the event's data without the fields the entry carries itself (customer, instant,
+  conversation, case, agent, language), plus ``event``: which of those events it was (``sent``, ...). Only a
+  sent message has a direction (``outbound``). The entry's ``channel`` is the notification's channel when the
+  timeline knows it as a channel, else ``other`` (no channel yet, or ``webhook``); ``details.channel`` always
+  holds the notification's own value. Like a routing entry it carries no identifiers and is not a contact.
 """
 
 from __future__ import annotations
@@ -18,12 +25,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 
 from shared.cloudevents import CloudEvent
-from shared.contracts.interaction import InteractionResolvedV1
+from shared.contracts import types
+from shared.contracts.interaction import Channel, InteractionResolvedV1
+from shared.contracts.notification import NotificationEvent
 from shared.contracts.routing import RoutingEventBase
 from shared.contracts.types import short_name
 
@@ -32,6 +41,9 @@ INTERACTION = "interaction"
 ENTRY_FIELDS = ("channel", "direction", "source", "event_id", "conversation_id", "case_id", "subject", "text",
                 "language", "agent_id", "tags")
 ROUTING_COMMON = {"conversation_id", "customer_id", "channel", "at", "agent_id"}
+NOTIFICATION = "notification"
+NOTIFICATION_COMMON = {"customer_id", "at", "conversation_id", "case_id", "agent_id", "language"}
+TIMELINE_CHANNELS = frozenset(get_args(Channel))
 
 
 def entry_id_for(tenant: str, source: str, event_id: str) -> str:
@@ -81,4 +93,19 @@ def routing_entry(event: CloudEvent, decision: RoutingEventBase) -> Entry:
     return Entry(
         source=event.source, event_id=event.id, customer_id=decision.customer_id, occurred_at=decision.at,
         kind=short_name(event.type), channel=decision.channel, identifiers=(), fields=fields,
+    )
+
+
+def notification_entry(event: CloudEvent, notification: NotificationEvent) -> Entry:
+    """The entry recording notification event ``event`` (whose validated data is ``notification``)."""
+    channel = getattr(notification, "channel", None)
+    timeline_channel = channel if channel in TIMELINE_CHANNELS else "other"
+    fields = {name: getattr(notification, name, None) for name in ENTRY_FIELDS}
+    fields.update(source=event.source, event_id=event.id, channel=timeline_channel, tags=[],
+                  direction="outbound" if event.type == types.NOTIFICATION_SENT else None,
+                  details={"event": short_name(event.type).removeprefix("notification."),
+                           **notification.model_dump(mode="json", exclude=NOTIFICATION_COMMON)})
+    return Entry(
+        source=event.source, event_id=event.id, customer_id=notification.customer_id, occurred_at=notification.at,
+        kind=NOTIFICATION, channel=timeline_channel, identifiers=(), fields=fields,
     )

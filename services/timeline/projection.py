@@ -1,15 +1,16 @@
-"""Timeline projection: store each resolved interaction and routing decision once, apply merges, publish entries
-and snapshots.
+"""Timeline projection: store each resolved interaction, routing decision and notification event once, apply
+merges, publish entries and snapshots.
 
-It consumes the identity topic (interactions, merges, splits, erasures) and the routing topic (routing decisions,
-except ``queue_position_changed``, which is acknowledged and not recorded); any other type is dead-lettered.
+It consumes the identity topic (interactions, merges, splits, erasures), the routing topic (routing decisions,
+except ``queue_position_changed``, which is acknowledged and not recorded) and the notification topic (every
+notification event); any other type is dead-lettered.
 
 Guarantees
 - Exactly one row per event (tenant, source, id), whatever the redeliveries: the primary key is derived from
   that identity and rows are inserted with ``ON CONFLICT DO NOTHING`` in the batch's one transaction, together
   with the profile counters and merge bookkeeping.
 - Merge-aware in any arrival order: a merge re-keys stored rows and records an alias; an entry that arrives
-  later under a merged-away id is stored under the survivor. The two topics are consumed concurrently, so a
+  later under a merged-away id is stored under the survivor. The topics are consumed concurrently, so a
   batch holds its tenants' advisory locks: shared while it only stores entries, exclusive when it applies an
   identity change, so that a merge never misses an entry being stored under a merged-away id.
 - Entries are published to ``touchpoint.timeline.v1`` after the commit and flagged as published once Kafka
@@ -31,11 +32,12 @@ import orjson
 from pydantic import ValidationError
 
 from services.timeline import repository as repo
-from services.timeline.entries import INTERACTION, Entry, interaction_entry, routing_entry
+from services.timeline.entries import INTERACTION, Entry, interaction_entry, notification_entry, routing_entry
 from shared.cloudevents import CloudEvent, InvalidEvent, from_kafka
 from shared.contracts import types
 from shared.contracts.identity import CustomerErasedV1, CustomersMergedV1, CustomerSplitV1
 from shared.contracts.interaction import InteractionResolvedV1
+from shared.contracts.notification import NOTIFICATION_MODELS
 from shared.contracts.routing import ROUTING_MODELS
 from shared.db import UnitOfWork
 from shared.kafka import EventProducer, OutboundRecord, dead_letter, tombstone
@@ -60,7 +62,8 @@ class TimelineProjection:
         self.on_stored = on_stored
 
     async def process(self, records: Sequence[Any]) -> None:
-        """Handle one batch from the identity or the routing topic. Idempotent; raises only transient errors."""
+        """Handle one batch from the identity, routing or notification topic. Idempotent; raises only transient
+        errors."""
         dead, items, headers = self._decode(records)
         steps = {}
         if self.steps.enabled:
@@ -224,6 +227,8 @@ def _item(event: CloudEvent) -> tuple[str, Entry | Any] | None:
         return None
     if event.type in ROUTING_MODELS:
         return event.tenant, routing_entry(event, ROUTING_MODELS[event.type].model_validate(event.data))
+    if event.type in NOTIFICATION_MODELS:
+        return event.tenant, notification_entry(event, NOTIFICATION_MODELS[event.type].model_validate(event.data))
     raise InvalidEvent("unsupported_type", f"event type {event.type!r} is not accepted here")
 
 

@@ -1,10 +1,11 @@
 """Rebuild the timeline projection from its topics: ``python -m services.timeline.rebuild``.
 
 Run it with the timeline service stopped (it refuses while the group has members). It empties the projection
-(keeping the list of erased customers, so an erasure stays an erasure), replays ``touchpoint.identity.v1`` and
-then ``touchpoint.routing.v1``, each from the beginning to its current end, through the same projection code
-with publishing switched off (downstream topics already carry these entries), and moves the service's consumer
-group to those ends. Routing entries replayed after every merge land on the survivors directly.
+(keeping the list of erased customers, so an erasure stays an erasure), replays ``touchpoint.identity.v1``, then
+``touchpoint.routing.v1`` and ``touchpoint.notification.v1``, each from the beginning to its current end, through
+the same projection code with publishing switched off (downstream topics already carry these entries), and
+moves the service's consumer group to those ends. Routing and notification entries replayed after every merge
+land on the survivors directly.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from shared.db import create_pool
 from shared.ops import partitions
 
 TABLES = ("entries", "aliases", "applied_merges", "customers", "identifiers")
+# Identity first: entries replayed after every merge and split land on their final owner directly.
+REPLAYED = (topics.IDENTITY, topics.ROUTING, topics.NOTIFICATIONS)
 
 
 class _Silent:
@@ -70,9 +73,9 @@ async def rebuild(settings: TimelineSettings) -> int:
                                 enable_auto_commit=False)
     await consumer.start()
     try:
-        # Partitions of both topics are looked up before either is assigned: once the consumer has an
+        # Partitions of every topic are looked up before any is assigned: once the consumer has an
         # assignment, its metadata covers only the assigned topics.
-        sources = [await partitions(consumer, settings.topic_prefix + spec.name) for spec in (topics.IDENTITY, topics.ROUTING)]
+        sources = [await partitions(consumer, settings.topic_prefix + spec.name) for spec in REPLAYED]
         async with pool.acquire() as conn:
             await conn.execute("TRUNCATE " + ", ".join(f"timeline.{t}" for t in TABLES))
         with Progress() as progress:

@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from shared.contracts import types
+from shared.contracts.business import BUSINESS_MODELS
+from shared.contracts.consent import CONSENT_MODELS
 from shared.contracts.identity import CustomerErasedV1, CustomersMergedV1, CustomerSplitV1
 from shared.contracts.interaction import (
     Identifier,
@@ -16,6 +18,7 @@ from shared.contracts.interaction import (
     InteractionOccurredV1,
     InteractionResolvedV1,
 )
+from shared.contracts.notification import NOTIFICATION_MODELS
 from shared.contracts.routing import AGENT_MODELS, CONVERSATION_MODELS, ROUTING_MODELS
 from shared.contracts.timeline import CustomerSnapshotV1, TimelineEntryAddedV1
 
@@ -31,6 +34,9 @@ MODELS: dict[str, type[BaseModel]] = {
     **AGENT_MODELS,
     **CONVERSATION_MODELS,
     **ROUTING_MODELS,
+    **BUSINESS_MODELS,
+    **CONSENT_MODELS,
+    **NOTIFICATION_MODELS,
 }
 
 CONTRACTS_DIR = Path(__file__).parent

@@ -18,7 +18,11 @@ class TimelineEntryAddedV1(BaseModel):
     of a routing event (``routing.conversation_queued``, ``routing.conversation_offered``,
     ``routing.conversation_assigned``, ``routing.conversation_reassigned``, ``routing.sla_warning``,
     ``routing.sla_breached``, ``routing.conversation_resolved``), which has no ``direction`` and carries the
-    routing event's own fields (queue, priority, position, reason, metric, ...) in ``details``.
+    routing event's own fields (queue, priority, position, reason, metric, ...) in ``details``, or
+    ``notification`` for an event of a notification to the customer, which carries ``details.event`` (scheduled,
+    held, sent, delivered, failed, suppressed, follow_up_answered) and the notification event's other fields in
+    ``details``; only a sent notification has a direction (``outbound``), and ``channel`` is ``other`` when the
+    notification has no channel that is a timeline channel (``details.channel`` has the notification's own).
     """
 
     model_config = ConfigDict(extra="ignore")

@@ -1,4 +1,5 @@
-"""What the timeline records for a routing event and for an interaction, from the contract examples."""
+"""What the timeline records for a routing event, a notification event and an interaction, from the contract
+examples."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import json
 import orjson
 import pytest
 
-from services.timeline.entries import interaction_entry, routing_entry
+from services.timeline.entries import interaction_entry, notification_entry, routing_entry
 from shared.cloudevents import from_structured
 from shared.contracts import EXAMPLES_DIR, types
 from shared.contracts.interaction import InteractionResolvedV1
+from shared.contracts.notification import NOTIFICATION_MODELS
 from shared.contracts.routing import ROUTING_MODELS
 from shared.contracts.timeline import TimelineEntryAddedV1
 
@@ -67,3 +69,42 @@ def test_entry_ids_differ_by_tenant_and_event():
     event = example(types.ROUTING_SLA_WARNING)
     entry = routing_entry(event, ROUTING_MODELS[event.type].model_validate(event.data))
     assert len({entry.entry_id("a"), entry.entry_id("b")}) == 2
+
+
+@pytest.mark.parametrize("event_type", sorted(NOTIFICATION_MODELS))
+def test_a_notification_event_becomes_a_notification_entry(event_type):
+    event = example(event_type)
+    notification = NOTIFICATION_MODELS[event_type].model_validate(event.data)
+    entry = notification_entry(event, notification)
+    read = published(entry)
+    assert read.kind == "notification" and read.details["event"] == event_type.split(".")[2]
+    assert (read.customer_id, read.source, read.event_id, read.occurred_at) == (
+        notification.customer_id, event.source, event.id, notification.at)
+    assert read.direction == ("outbound" if event_type == types.NOTIFICATION_SENT else None)
+    assert read.details["notification_id"] == notification.notification_id
+    assert read.details["trigger_instance"] == notification.trigger_instance
+    assert not {"customer_id", "at"} & set(read.details) and entry.identifiers == ()
+    assert read.entry_id == notification_entry(event, notification).entry_id(TENANT), "stable across redeliveries"
+
+
+def test_notification_details_carry_the_event_and_the_entry_its_links():
+    event = example(types.NOTIFICATION_SENT)
+    read = published(notification_entry(event, NOTIFICATION_MODELS[event.type].model_validate(event.data)))
+    assert (read.channel, read.language) == ("whatsapp", "de")
+    assert read.details == {
+        "event": "sent", "notification_id": "6e1b2c3d-4f5a-4b6c-9d7e-8f9a0b1c2d3e", "trigger": "case_follow_up",
+        "trigger_instance": "case:case-5207:resolved:helpdesk-case-5207-resolved-1", "purpose": "service",
+        "channel": "whatsapp", "provider_message_id": "wamid.HBgLNDkzMDEyMzQ1NjcVAgARGBI",
+        "consent_id": "consent-77120", "template": "case_follow_up_v1", "attempt": 1, "fallback_from": None}
+    event = example(types.NOTIFICATION_FOLLOW_UP_ANSWERED)
+    read = published(notification_entry(event, NOTIFICATION_MODELS[event.type].model_validate(event.data)))
+    assert (read.conversation_id, read.case_id, read.agent_id) == ("conv-912", "case-5207", "agent-17")
+    assert read.details["solved"] is False and "conversation_id" not in read.details
+
+
+@pytest.mark.parametrize(("channel", "entry_channel"), [("sms", "sms"), ("webhook", "other"), (None, "other")])
+def test_a_notification_without_a_timeline_channel_is_on_channel_other(channel, entry_channel):
+    event = example(types.NOTIFICATION_SCHEDULED)
+    notification = NOTIFICATION_MODELS[event.type].model_validate({**event.data, "channel": channel})
+    read = published(notification_entry(event, notification))
+    assert (read.channel, read.details["channel"]) == (entry_channel, channel)

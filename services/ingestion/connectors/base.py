@@ -19,7 +19,6 @@ values (they may be personal data).
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -124,17 +123,6 @@ class Connector(ABC, Generic[Config]):
 
 
 # --- helpers for the provider modules ----------------------------------------------------------------------
-
-
-def signature_matches(expected: bytes, given: str | None) -> bool:
-    """Constant-time comparison on bytes; a header that is not ASCII simply does not match."""
-    if given is None:
-        return False
-    try:
-        given_bytes = given.strip().encode("ascii")
-    except UnicodeEncodeError:
-        return False
-    return hmac.compare_digest(expected, given_bytes)
 
 
 def clean(value: str) -> str:

@@ -14,31 +14,13 @@ webhook name (the URL's last segment) and id = ``webhook-id``. Other ``type`` va
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-
 from services.ingestion.connectors.base import (
     Connector, Parsed, PayloadError, SignatureError, WebhookRequest, as_id, interaction, load_json_object,
 )
 from services.ingestion.connectors.config import GenericWebhookConfig
+from shared.signatures import standard_signature, standard_signature_in, standard_timestamp_fresh
 
 EVENT_TYPE = "interaction.occurred"
-
-
-def secret_key(secret: str) -> bytes:
-    if secret.startswith("whsec_"):
-        try:
-            return base64.b64decode(secret[6:], validate=True)
-        except binascii.Error:
-            pass
-    return secret.encode()
-
-
-def standard_signature(secret: str, msg_id: str, timestamp: str, body: bytes) -> str:
-    signed = f"{msg_id}.{timestamp}.".encode("utf-8", "surrogatepass") + body
-    return "v1," + base64.b64encode(hmac.new(secret_key(secret), signed, hashlib.sha256).digest()).decode()
 
 
 class GenericWebhookConnector(Connector[GenericWebhookConfig]):
@@ -56,11 +38,10 @@ class GenericWebhookConnector(Connector[GenericWebhookConfig]):
                                  "signature_missing")
         if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
             raise SignatureError("webhook-timestamp is not Unix seconds", "timestamp_out_of_tolerance")
-        age = abs(request.received_at.timestamp() - int(timestamp))
-        if age > config.tolerance_seconds:
+        if not standard_timestamp_fresh(timestamp, request.received_at.timestamp(), config.tolerance_seconds):
             raise SignatureError("webhook-timestamp is outside the tolerance", "timestamp_out_of_tolerance")
         expected = standard_signature(config.secret.get_secret_value(), msg_id, timestamp, request.body)
-        if not any(_matches(expected, candidate) for candidate in signatures.split()):
+        if not standard_signature_in(expected, signatures):
             raise SignatureError("no signature matches the body")
 
     def parse(self, request: WebhookRequest, config: GenericWebhookConfig) -> Parsed:
@@ -75,7 +56,3 @@ class GenericWebhookConnector(Connector[GenericWebhookConfig]):
         event = interaction(self.source, msg_id, payload["data"])
         event.time = request.received_at
         return Parsed([event])
-
-
-def _matches(expected: str, candidate: str) -> bool:
-    return hmac.compare_digest(expected.encode(), candidate.encode("utf-8", "surrogatepass"))

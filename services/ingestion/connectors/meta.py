@@ -10,19 +10,13 @@ plain text when the token matches the configured verify token.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 from services.ingestion.connectors.base import (
-    Connector, HandshakeError, PayloadError, Reply, SignatureError, WebhookRequest, signature_matches,
+    Connector, HandshakeError, PayloadError, Reply, SignatureError, WebhookRequest,
 )
 from services.ingestion.connectors.config import MetaAppConfig
+from shared.signatures import meta_signature, signature_matches
 
 SIGNATURE_HEADER = "x-hub-signature-256"
-
-
-def meta_signature(body: bytes, app_secret: str) -> str:
-    return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def verify_meta_signature(request: WebhookRequest, config: MetaAppConfig) -> None:

@@ -17,17 +17,14 @@ What becomes of each callback (source ``twilio``); the answer is always empty Tw
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qsl
 
 from services.ingestion.connectors.base import (
-    Connector, Parsed, PayloadError, Reply, SignatureError, WebhookRequest, as_id, as_str, interaction,
-    signature_matches, stable_id,
+    Connector, Parsed, PayloadError, Reply, SignatureError, WebhookRequest, as_id, as_str, interaction, stable_id,
 )
 from services.ingestion.connectors.config import TwilioConfig
+from shared.signatures import signature_matches, twilio_signature
 
 SIGNATURE_HEADER = "x-twilio-signature"
 FINAL_CALL_STATUSES = {"completed", "busy", "no-answer", "failed", "canceled"}
@@ -47,13 +44,6 @@ def form_params(body: bytes) -> Params:
     for name, value in pairs:
         params.setdefault(name, []).append(value)
     return params
-
-
-def twilio_signature(url: str, params: Params, auth_token: str) -> str:
-    """As Twilio's own request validator computes it (sorted names, each name's distinct values sorted)."""
-    signed = url + "".join(name + value for name in sorted(params) for value in sorted(set(params[name])))
-    digest = hmac.new(auth_token.encode(), signed.encode("utf-8", "surrogatepass"), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode()
 
 
 class TwilioConnector(Connector[TwilioConfig]):

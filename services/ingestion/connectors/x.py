@@ -15,24 +15,17 @@ What becomes of each event (source ``x``), ``for_user_id`` being the subscribed 
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from datetime import datetime
 
 from services.ingestion.connectors.base import (
     Connector, Parsed, PayloadError, Reply, SignatureError, WebhookRequest, as_dict, as_id,
-    as_list, as_str, from_unix, interaction, json_reply, load_json_object, signature_matches, stable_id,
+    as_list, as_str, from_unix, interaction, json_reply, load_json_object, stable_id,
 )
 from services.ingestion.connectors.config import XConfig
+from shared.signatures import signature_matches, x_signature
 
 SIGNATURE_HEADER = "x-twitter-webhooks-signature"
 SOURCE = "x"
-
-
-def x_signature(message: bytes, consumer_secret: str) -> str:
-    digest = hmac.new(consumer_secret.encode(), message, hashlib.sha256).digest()
-    return "sha256=" + base64.b64encode(digest).decode()
 
 
 class XConnector(Connector[XConfig]):
