@@ -1,6 +1,7 @@
-# One image for every Touchpoint process: the four services and the operations CLI.
+# One image for every Touchpoint process: the six services and the operations CLI.
 # Compose (or any orchestrator) picks the process by its command, e.g.
-#   python -m services.ingestion | services.identity | services.timeline | services.routing
+#   python -m services.ingestion | services.identity | services.timeline | services.routing |
+#     services.notification | services.feedback
 #   python -m shared.cli migrate | create-topics
 FROM python:3.11-slim
 
@@ -22,4 +23,4 @@ RUN find shared services -name __pycache__ -type d -prune -exec rm -rf {} + \
 
 USER touchpoint
 
-CMD ["python", "-c", "print('Touchpoint image: give the process to run as the command.\\n  python -m services.ingestion | services.identity | services.timeline | services.routing\\n  python -m shared.cli migrate | create-topics | db-init --admin-url URL | api-keys ...\\nSettings come from TOUCHPOINT_* environment variables.')"]
+CMD ["python", "-c", "print('Touchpoint image: give the process to run as the command.\\n  python -m services.ingestion | services.identity | services.timeline | services.routing | services.notification | services.feedback\\n  python -m shared.cli migrate | create-topics | db-init --admin-url URL | api-keys ...\\nSettings come from TOUCHPOINT_* environment variables.')"]

@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 from shared.contracts import MODELS  # noqa: E402
 from shared.topics import REGISTRY, TopicSpec  # noqa: E402
 
-SERVICES = ("ingestion", "identity", "timeline", "routing")
+SERVICES = ("ingestion", "identity", "timeline", "routing", "notification", "feedback")
 CE_HEADERS = {
     "type": "object",
     "required": ["ce_specversion", "ce_id", "ce_source", "ce_type"],

@@ -94,6 +94,9 @@ def show_lag() -> None:
     s = _settings()
     rows = asyncio.run(ops.lag(s.kafka_bootstrap_servers, s.topic_prefix))
     for r in rows:
+        if not r["running"]:
+            typer.echo(f"{r['group']:<24} {r['topic']} not running (no such consumer group)")
+            continue
         typer.echo(f"{r['group']:<24} {r['topic']}[{r['partition']}] committed {r['committed']} end {r['end']} lag {r['lag']}")
     typer.echo(f"total lag {sum(r['lag'] for r in rows)}")
 

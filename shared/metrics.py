@@ -41,6 +41,10 @@ class ServiceMetrics:
         """A business counter of one service (e.g. ``touchpoint_customers_merged_total``)."""
         return Counter(name, documentation, list(labels), registry=self.registry)
 
+    def gauge(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> Gauge:
+        """A business gauge of one service (e.g. ``touchpoint_feedback_score``)."""
+        return Gauge(name, documentation, list(labels), registry=self.registry)
+
     def watch_pool(self, sizes: Callable[[], tuple[int, int, int]]) -> None:
         """Expose ``touchpoint_db_pool_connections{state}`` from (size, idle, max) read at scrape time."""
         self.registry.register(_PoolCollector(sizes))

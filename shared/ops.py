@@ -27,20 +27,27 @@ async def partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartit
 
 
 async def lag(bootstrap: str, prefix: str = "") -> list[dict]:
+    """Per partition of every subscription: committed offset, end offset and lag. A group that does not exist
+    in the cluster (its service is not deployed here, or has never started) has one row with ``running``
+    False and no lag: it is reported, but it does not hold up "total lag 0"."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await admin.start()
     await consumer.start()
     try:
         rows = []
+        existing = {g[0] for g in await admin.list_consumer_groups()}
         for group, topic in consumer_groups(prefix):
+            if group not in existing:
+                rows.append({"group": group, "topic": topic, "running": False, "lag": 0})
+                continue
             committed = await admin.list_consumer_group_offsets(group)
             parts = await partitions(consumer, topic)
             end = await consumer.end_offsets(parts) if parts else {}
             for tp in parts:
                 done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
-                rows.append({"group": group, "topic": topic, "partition": tp.partition, "committed": done,
-                             "end": end[tp], "lag": end[tp] - done})
+                rows.append({"group": group, "topic": topic, "running": True, "partition": tp.partition,
+                             "committed": done, "end": end[tp], "lag": end[tp] - done})
         return rows
     finally:
         await consumer.stop()

@@ -11,11 +11,13 @@ Both tables are created by the service's own migration (see ``services/notificat
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import asyncpg
 import orjson
+from pydantic import BaseModel
 
 from shared.cloudevents import CloudEvent
 from shared.db import UnitOfWork
@@ -72,3 +74,29 @@ def _record(topic: str, source: str, row: Any):
     event = CloudEvent(id=row["event_id"], source=source, type=row["event_type"], time=created,
                        data=orjson.loads(row["payload"]), extensions={"tenant": row["tenant"]})
     return event_record(topic, row["subject"], event)
+
+
+class Emitted:
+    """Events a use case emits, collected until its transaction writes them to the outbox (:func:`add_all`)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str, dict]] = []  # (tenant, type, partition key, data)
+
+    def emit(self, tenant: str, event_type: str, key: str, data: BaseModel) -> None:
+        self.events.append((tenant, event_type, key, data.model_dump(mode="json", exclude_none=True)))
+
+    def kinds(self) -> list[str]:
+        """The short kind of each event (``touchpoint.feedback.responded.v1`` → ``responded``), for metrics."""
+        return [event_type.split(".")[2] for _, event_type, _, _ in self.events]
+
+
+async def add_all(conn: asyncpg.Connection, schema: str, emitted: Emitted,
+                  models: Mapping[str, type[BaseModel]]) -> None:
+    """Write the emitted events to the outbox, each checked against its contract first (a bug that breaks a
+    contract fails the transaction instead of reaching consumers)."""
+    per_tenant: dict[str, list] = {}
+    for tenant, event_type, key, data in emitted.events:
+        models[event_type].model_validate(data)
+        per_tenant.setdefault(tenant, []).append((str(uuid.uuid4()), event_type, key, data))
+    for tenant, rows in per_tenant.items():
+        await add(conn, schema, tenant, rows)

@@ -52,7 +52,7 @@ IDENTITY = TopicSpec(
     key="customer id",
     event_types=(t.INTERACTION_RESOLVED, t.CUSTOMERS_MERGED, t.CUSTOMER_SPLIT, t.CUSTOMER_ERASED),
     producer="identity",
-    consumers=("timeline",),  # routing also reads it; not listed so `touchpoint lag` stays per required group
+    consumers=("timeline", "routing", "notification", "feedback"),
 )
 TIMELINE = TopicSpec(
     name="touchpoint.timeline.v1",
@@ -69,7 +69,7 @@ CUSTOMERS = TopicSpec(
     key="customer id (tombstone when the id stops existing)",
     event_types=(t.CUSTOMER_SNAPSHOT,),
     producer="timeline",
-    consumers=("downstream",),
+    consumers=("notification", "feedback", "downstream"),
     public=True,
     compacted=True,
     config={"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "600000"},
@@ -81,7 +81,7 @@ AGENTS = TopicSpec(
     key="agent id",
     event_types=(t.AGENT_PROFILE_UPDATED, t.AGENT_PRESENCE_CHANGED),
     producer="upstream",  # workforce management or the contact-centre platform
-    consumers=("routing",),
+    consumers=("routing", "feedback"),
     public=True,
 )
 CONVERSATIONS = TopicSpec(
@@ -102,7 +102,7 @@ ROUTING = TopicSpec(
                  t.ROUTING_CONVERSATION_REASSIGNED, t.ROUTING_QUEUE_POSITION_CHANGED, t.ROUTING_SLA_WARNING,
                  t.ROUTING_SLA_BREACHED, t.ROUTING_CONVERSATION_RESOLVED),
     producer="routing",
-    consumers=("timeline", "downstream"),
+    consumers=("timeline", "notification", "feedback", "downstream"),
     public=True,
 )
 
@@ -113,7 +113,7 @@ BUSINESS = TopicSpec(
     event_types=(t.CASE_OPENED, t.CASE_UPDATED, t.CASE_RESOLVED, t.CASE_REOPENED, t.ORDER_PLACED,
                  t.SHIPMENT_DISPATCHED, t.SHIPMENT_DELAYED, t.SHIPMENT_DELIVERED),
     producer="upstream",  # the helpdesk, the shop and the carriers' integrations
-    consumers=("notification",),
+    consumers=("notification", "feedback"),
     public=True,
 )
 CONSENT = TopicSpec(
@@ -136,8 +136,28 @@ NOTIFICATIONS = TopicSpec(
     public=True,
 )
 
+FEEDBACK_INBOUND = TopicSpec(
+    name="touchpoint.feedback-inbound.v1",
+    partitions=6,
+    key="response id / product id",
+    event_types=(t.FEEDBACK_RESPONSE_SUBMITTED, t.PRODUCT_RATED),
+    producer="upstream",  # survey tools, the shop's review system
+    consumers=("feedback",),
+    public=True,
+)
+FEEDBACK = TopicSpec(
+    name="touchpoint.feedback.v1",
+    partitions=6,
+    key="customer id (product alerts: product id)",
+    event_types=(t.FEEDBACK_INVITED, t.FEEDBACK_SUPPRESSED, t.FEEDBACK_RESPONDED, t.FEEDBACK_DETRACTOR_DETECTED,
+                 t.FEEDBACK_LOOP_CLOSED, t.FEEDBACK_PRODUCT_ALERT),
+    producer="feedback",
+    consumers=("timeline", "notification", "routing", "downstream"),
+    public=True,
+)
+
 REGISTRY: tuple[TopicSpec, ...] = (INBOUND, INGESTED, IDENTITY, TIMELINE, CUSTOMERS, AGENTS, CONVERSATIONS, ROUTING,
-                                   BUSINESS, CONSENT, NOTIFICATIONS)
+                                   BUSINESS, CONSENT, NOTIFICATIONS, FEEDBACK_INBOUND, FEEDBACK)
 
 
 def by_name(name: str) -> TopicSpec:

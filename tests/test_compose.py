@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
-from services.routing.config import load_config
+from services.feedback.config import load_config as load_feedback_config
+from services.notification.config import load_config as load_notification_config
+from services.routing.config import load_config as load_routing_config
 from shared.settings import ServiceSettings
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-TOUCHPOINT_SERVICES = ("ingestion", "identity", "timeline", "routing")
+TOUCHPOINT_SERVICES = ("ingestion", "identity", "timeline", "routing", "notification", "feedback")
 SETUP_JOBS = ("migrate", "topics-init")
 # Long-running services that cannot carry a healthcheck, with the reason; nothing may wait on them being healthy.
 NO_HEALTHCHECK = {"otel-collector": "distroless image: no shell or HTTP client to run a probe with"}
 ENV_PREFIX = "TOUCHPOINT_"
+# Services that read a configuration file (TOUCHPOINT_<SERVICE>_CONFIG, deploy/<service>/<service>.yaml).
+CONFIG_LOADERS = {"routing": load_routing_config, "notification": load_notification_config,
+                  "feedback": load_feedback_config}
 
 
 @pytest.fixture(scope="module")
@@ -135,16 +142,61 @@ def test_touchpoint_variables_are_real_settings(compose):
     assert not unknown, f"TOUCHPOINT_* variables no settings class reads: {unknown}"
 
 
-def test_routing_reads_the_example_config_from_a_read_only_directory_mount(compose):
-    svc = compose["services"]["routing"]
-    config_path = Path(_environment(svc)["TOUCHPOINT_ROUTING_CONFIG"])
+def _host_config_file(svc: dict, service_name: str) -> Path:
+    """The file on the host behind the service's TOUCHPOINT_<SERVICE>_CONFIG, through its read-only mount."""
+    config_path = Path(_environment(svc)[f"TOUCHPOINT_{service_name.upper()}_CONFIG"])
     mounts = [m.split(":") for m in svc["volumes"]]
     ((source, target, mode),) = [m for m in mounts if config_path.is_relative_to(m[1])]
     assert mode == "ro"
-    host_file = ROOT / source / config_path.relative_to(target)
     # A directory, not the file: an editor's save-by-rename would leave a single-file bind mount on the old inode.
-    assert (ROOT / source).is_dir() and host_file == ROOT / "deploy" / "routing" / "routing.yaml"
-    assert load_config(host_file).tenants
+    assert (ROOT / source).is_dir()
+    return ROOT / source / config_path.relative_to(target)
+
+
+def _published_host_port(svc: dict, container_port: str) -> int:
+    (host_port,) = [str(p).rsplit(":", 2)[-2] for p in svc["ports"] if str(p).endswith(f":{container_port}")]
+    return int(host_port)
+
+
+@pytest.mark.parametrize("name", CONFIG_LOADERS)
+def test_service_reads_the_example_config_from_a_read_only_directory_mount(compose, name):
+    host_file = _host_config_file(compose["services"][name], name)
+    assert host_file == ROOT / "deploy" / name / f"{name}.yaml"
+    assert CONFIG_LOADERS[name](host_file).tenants
+
+
+# Services whose configuration holds links to themselves: the config key and the path the links lead to.
+SELF_LINKS = {"notification": ("answer_link_base", "/v1/answers"), "feedback": ("survey_link_base", "/v1/surveys")}
+
+
+@pytest.mark.parametrize("name", SELF_LINKS)
+def test_links_in_the_example_config_point_at_the_published_port(compose, name):
+    svc = compose["services"][name]
+    key, path = SELF_LINKS[name]
+    port = _published_host_port(svc, _environment(svc)["TOUCHPOINT_PORT"])
+    config = CONFIG_LOADERS[name](_host_config_file(svc, name))
+    bases = {getattr(t, key) for t in config.tenants.values() if getattr(t, key)}
+    assert bases
+    for base in bases:
+        url = urlsplit(base)
+        assert (url.hostname, url.port, url.path.rstrip("/")) == ("localhost", port, path), base
+
+
+def test_notification_mails_go_to_the_mail_catcher(compose):
+    services = compose["services"]
+    env = _environment(services["notification"])
+    catcher = services[env["TOUCHPOINT_SMTP_HOST"]]
+    assert catcher["image"].startswith("axllent/mailpit:")
+    assert _published_host_port(catcher, env["TOUCHPOINT_SMTP_PORT"]) == int(env["TOUCHPOINT_SMTP_PORT"])
+    assert _published_host_port(catcher, "8025") == 8025  # the web UI
+    assert _depends_on(services["notification"])[env["TOUCHPOINT_SMTP_HOST"]]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize(("name", "variable"), [("notification", "TOUCHPOINT_ANSWER_SECRET"),
+                                               ("feedback", "TOUCHPOINT_SURVEY_SECRET")])
+def test_link_secret_comes_from_the_host_environment_with_a_dev_default(compose, name, variable):
+    value = _environment(compose["services"][name])[variable]
+    assert re.fullmatch(rf"\$\{{{variable}:-[^}}]+\}}", value), value
 
 
 def test_collector_config_exists_and_exports_to_jaeger(compose):

@@ -61,25 +61,26 @@ def render() -> str:
     return HEADER + yaml.safe_dump_all(topic_resources(), sort_keys=False, explicit_start=True)
 
 
-def write_or_check(output: Path, text: str, script: str, argv: list[str] | None = None) -> int:
-    """The command line of every generator here: write ``text`` to ``output``, or with ``--check`` exit 1 when the
+def write_or_check(files: dict[Path, str], script: str, argv: list[str] | None = None) -> int:
+    """The command line of every generator here: write each text to its file, or with ``--check`` exit 1 when a
     committed file differs (so that a stale generated file fails CI instead of drifting)."""
-    parser = argparse.ArgumentParser(description=f"Render {output.relative_to(ROOT)}.")
+    names = ", ".join(str(path.relative_to(ROOT)) for path in files)
+    parser = argparse.ArgumentParser(description=f"Render {names}.")
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args(argv)
     if args.check:
-        current = output.read_text() if output.exists() else ""
-        if current != text:
-            print(f"{output.relative_to(ROOT)} is stale: run {script}", file=sys.stderr)
-            return 1
-        return 0
-    output.write_text(text)
-    print(f"wrote {output.relative_to(ROOT)}")
+        stale = [path for path, text in files.items() if (path.read_text() if path.exists() else "") != text]
+        for path in stale:
+            print(f"{path.relative_to(ROOT)} is stale: run {script}", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in files.items():
+        path.write_text(text)
+        print(f"wrote {path.relative_to(ROOT)}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    return write_or_check(OUTPUT, render(), "deploy/k8s/render_topics.py", argv)
+    return write_or_check({OUTPUT: render()}, "deploy/k8s/render_topics.py", argv)
 
 
 if __name__ == "__main__":

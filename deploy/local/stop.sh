@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# `make stop`: stop the services (SIGTERM: they finish their batch and commit), then Kafka and PostgreSQL.
+# `make stop`: stop the services (SIGTERM: they finish their batch and commit), the mail catcher, then Kafka and
+# PostgreSQL. Finds them through the pid files in RUN_DIR (.run), so give it the RUN_DIR run.sh had.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 run_dir=${RUN_DIR:-$root/.run}
 export RUN_DIR=$run_dir
-for svc in routing timeline identity ingestion; do
+# The mail catcher last: notification may be handing over a last e-mail while it stops.
+for svc in feedback notification routing timeline identity ingestion mail; do
   pidfile=$run_dir/$svc.pid
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Mapping, Sequence
 from datetime import time
@@ -39,6 +38,7 @@ from pydantic import model_validator
 from services.notification.domain.model import CHANNELS, MAX_WINDOW_DAYS, Candidate, CapRule, QuietHours
 from services.notification.templates import (KNOWN_PLACEHOLDERS, LINK_PLACEHOLDERS, choose_language, names_in,
                                               syntax_errors)
+from shared.config_file import ReloadingFile
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +412,7 @@ def _dotted(path: Path_) -> str:
     return text or "(top level)"
 
 
-class ConfigSource:
+class ConfigSource(ReloadingFile[NotificationConfig]):
     """The configuration in force, re-read whenever the file's modification time or size changes.
 
     The first load raises :class:`ConfigError` (a service must not start on a bad file). Later, a file that
@@ -422,39 +422,8 @@ class ConfigSource:
     """
 
     def __init__(self, path: str | Path | None) -> None:
-        self.path = Path(path) if path is not None else None
-        self.last_error: str | None = None
-        self._stamp = self._stat()
-        self._config = load_config(self.path)
+        super().__init__(path, load_config, ConfigError, "notification config")
 
     def tenant(self, tenant_id: str) -> TenantConfig:
         """The tenant's configuration in force (see :meth:`NotificationConfig.tenant`)."""
         return self.current().tenant(tenant_id)
-
-    def current(self) -> NotificationConfig:
-        if self.path is None:
-            return self._config
-        stamp = self._stat()
-        if stamp != self._stamp:
-            self._stamp = stamp
-            self._reload()
-        return self._config
-
-    def _reload(self) -> None:
-        try:
-            self._config = load_config(self.path)
-        except ConfigError as exc:
-            self.last_error = str(exc)
-            log.error("notification config not reloaded, the previous one stays in force: %s", exc)
-            return
-        self.last_error = None
-        log.info("notification config reloaded from %s", self.path)
-
-    def _stat(self) -> tuple[int, int] | None:
-        if self.path is None:
-            return None
-        try:
-            status = os.stat(self.path)
-        except OSError:
-            return None
-        return status.st_mtime_ns, status.st_size

@@ -43,6 +43,7 @@ def build_app(settings: NotificationSettings, tracer_provider: TracerProvider | 
             res.pool, res.producer, config_source, make_senders(settings), res.topic(topics.NOTIFICATIONS.name),
             settings.answer_secret, lease_s=settings.lease_s, batch_size=settings.send_batch,
             concurrency=settings.send_concurrency, send_attempts=settings.send_attempts,
+            phone_region=settings.default_phone_region,
             on_event=lambda kind: events.labels(kind).inc())
         app.state.service = service
         app.state.settings = settings
@@ -52,6 +53,7 @@ def build_app(settings: NotificationSettings, tracer_provider: TracerProvider | 
         res.subscribe(topics.BUSINESS.name, settings.group_id, service.process_business)
         res.subscribe(topics.IDENTITY.name, settings.group_id, service.process_identity)
         res.subscribe(topics.ROUTING.name, settings.group_id, service.process_routing)
+        res.subscribe(topics.FEEDBACK.name, settings.group_id, service.process_feedback)
 
         async def scheduler() -> None:
             await service.run(settings.tick_interval_s)

@@ -10,7 +10,14 @@ from typing import Any, Sequence
 import asyncpg
 import orjson
 
-from services.notification.domain.model import Consent, PastSend, Preferences, QuietHours, Recipient
+from services.notification.domain.model import (
+    Consent,
+    PastSend,
+    Preferences,
+    QuietHours,
+    Recipient,
+)
+from shared import directory
 
 SCHEMA = "notification"
 SENT = ("sending", "sent", "delivered")
@@ -23,57 +30,7 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-# ---- directory ----------------------------------------------------------------------------------------------
-
-async def upsert_directory(conn: asyncpg.Connection, tenant: str, customer_id: str,
-                           identifiers: Sequence[tuple[str, str]]) -> None:
-    if not identifiers:
-        return
-    await conn.execute(
-        """INSERT INTO notification.directory (tenant, id_type, id_value, customer_id)
-           SELECT $1, t, v, $4 FROM unnest($2::text[], $3::text[]) AS x(t, v)
-           ON CONFLICT (tenant, id_type, id_value) DO UPDATE SET customer_id = EXCLUDED.customer_id""",
-        tenant, [i[0] for i in identifiers], [i[1] for i in identifiers], customer_id)
-
-
-async def lookup(conn: asyncpg.Connection, tenant: str, identifiers: Sequence[tuple[str, str]]) -> str | None:
-    """The customer of the first identifier (in the given order) that the directory knows."""
-    rows = await conn.fetch(
-        """SELECT d.customer_id, x.n FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS x(t, v, n)
-           JOIN notification.directory d ON d.tenant = $1 AND d.id_type = x.t AND d.id_value = x.v
-           ORDER BY x.n LIMIT 1""",
-        tenant, [i[0] for i in identifiers], [i[1] for i in identifiers])
-    return rows[0]["customer_id"] if rows else None
-
-
-async def park(conn: asyncpg.Connection, tenant: str, identifiers: Sequence[tuple[str, str]], event: dict) -> None:
-    await conn.execute(
-        """INSERT INTO notification.unresolved (tenant, id_type, id_value, event)
-           SELECT $1, t, v, $4::jsonb FROM unnest($2::text[], $3::text[]) AS x(t, v)""",
-        tenant, [i[0] for i in identifiers], [i[1] for i in identifiers], _json(event))
-
-
-async def take_parked(conn: asyncpg.Connection, tenant: str, identifiers: Sequence[tuple[str, str]]) -> list[dict]:
-    """Parked events naming any of ``identifiers`` (each once, oldest first), removed from the parking table
-    together with their other identifiers' rows."""
-    rows = await conn.fetch(
-        """WITH hit AS (
-               SELECT DISTINCT u.event FROM notification.unresolved u
-               JOIN unnest($2::text[], $3::text[]) AS x(t, v) ON u.id_type = x.t AND u.id_value = x.v
-               WHERE u.tenant = $1)
-           DELETE FROM notification.unresolved u USING hit WHERE u.tenant = $1 AND u.event = hit.event
-           RETURNING u.seq, u.event""",
-        tenant, [i[0] for i in identifiers], [i[1] for i in identifiers])
-    seen: dict[str, tuple[int, dict]] = {}
-    for r in rows:
-        seen.setdefault(r["event"], (r["seq"], orjson.loads(r["event"])))
-    return [event for _, event in sorted(seen.values(), key=lambda pair: pair[0])]
-
-
-async def forget_customer(conn: asyncpg.Connection, customer_id: str) -> None:
-    """A customer id that stopped existing (tombstone): its identifiers no longer resolve to it."""
-    await conn.execute("DELETE FROM notification.directory WHERE customer_id = $1", customer_id)
-
+# ---- customers ----------------------------------------------------------------------------------------------
 
 async def erase_customer(conn: asyncpg.Connection, tenant: str, customer_id: str) -> None:
     """Erasure: contact points, preferences and pending messages go; the consent log stays as the proof of
@@ -89,7 +46,8 @@ async def rename_customer(conn: asyncpg.Connection, tenant: str, merged_ids: Seq
     """Everything held for ``merged_ids`` now belongs to ``survivor``; for one-row-per-key tables the newest
     row wins."""
     ids = list(merged_ids)
-    for table in ("directory", "notifications", "cases", "breaches", "consent_log"):
+    await directory.record_merge(conn, SCHEMA, tenant, ids, survivor)
+    for table in ("notifications", "cases", "breaches", "consent_log"):
         await conn.execute(f"UPDATE notification.{table} SET customer_id = $3 WHERE tenant = $1 AND customer_id = ANY($2::text[])",
                            tenant, ids, survivor)
     await conn.execute(
@@ -282,11 +240,14 @@ async def insert_notification(conn: asyncpg.Connection, tenant: str, customer_id
         customer_id, trigger, instance, digest_key, purpose, status, due_at, _json(payload), now)
 
 
-async def open_digest(conn: asyncpg.Connection, tenant: str, trigger: str, digest_key: str) -> Any:
+async def open_digest(conn: asyncpg.Connection, tenant: str, trigger: str, digest_key: str, now: datetime) -> Any:
+    """The digest later events of ``digest_key`` join: its window has not closed and no send was tried (a
+    retried message keeps the content its idempotency key was first sent with)."""
     return await conn.fetchrow(
         """SELECT notification_id, payload FROM notification.notifications
-           WHERE tenant = $1 AND trigger = $2 AND digest_key = $3 AND status = 'scheduled' FOR UPDATE""",
-        tenant, trigger, digest_key)
+           WHERE tenant = $1 AND trigger = $2 AND digest_key = $3 AND status = 'scheduled' AND due_at > $4
+             AND attempt = 0 FOR UPDATE""",
+        tenant, trigger, digest_key, now)
 
 
 async def set_payload(conn: asyncpg.Connection, tenant: str, notification_id: uuid.UUID, payload: dict, now: datetime) -> None:

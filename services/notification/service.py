@@ -23,38 +23,59 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta, timezone
 from typing import Any, Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import orjson
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr
 
 from services.notification import repository as repo
-from services.notification.adapters import ChannelSender, OutboundMessage, SendError, SendResult
-from services.notification.domain.model import Consent, Decision, PastSend, Recipient
+from services.notification.adapters import (
+    ChannelSender,
+    OutboundMessage,
+    SendError,
+    SendResult,
+)
+from services.notification.domain.model import (
+    CHANNELS,
+    Consent,
+    Decision,
+    PastSend,
+    Recipient,
+)
 from services.notification.domain.pipeline import decide
 from services.notification.domain.schedule import follow_up_due
-from services.notification.templates import RenderError, choose_language, render
-from shared import outbox, tokens
-from shared.cloudevents import CloudEvent, InvalidEvent, from_kafka
+from services.notification.templates import (
+    KNOWN_PLACEHOLDERS,
+    RenderError,
+    choose_language,
+    render,
+)
+from shared import directory, outbox, tokens
+from shared.cloudevents import CloudEvent
 from shared.contracts import business as bc
 from shared.contracts import consent as cc
+from shared.contracts import feedback as fc
 from shared.contracts import notification as nc
 from shared.contracts import routing as rc
 from shared.contracts import types
 from shared.contracts.identity import CustomersMergedV1
 from shared.contracts.interaction import InteractionResolvedV1
 from shared.db import UnitOfWork
-from shared.kafka import EventProducer, OutboundRecord, dead_letter
+from shared.intake import Decoded, decode
+from shared.kafka import EventProducer
+from shared.outbox import Emitted
 from shared.retry import is_transient
 
 log = logging.getLogger(__name__)
 SOURCE = "touchpoint/notification"
 TRANSIENT_BACKOFF_S = (5.0, 30.0, 120.0)
 STALE = "case_stale"
+# Template parameters may not be empty (WhatsApp refuses them): how a customer without a display name is greeted.
+NAMELESS = {"de": "Kundin, Kunde", "en": "customer"}
 
 Clock = Callable[[], datetime]
 
@@ -63,29 +84,12 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclass
-class Incoming:
-    """A consumed event, validated, with the key that makes it idempotent."""
-
-    event: CloudEvent
-    model: Any
-
-
-@dataclass
-class Batch:
-    """What one consumed batch does, collected before the transaction commits."""
-
-    events: list[tuple[str, str, str, dict]] = field(default_factory=list)  # (tenant, type, customer, data)
-
-    def emit(self, tenant: str, event_type: str, customer_id: str, data: BaseModel) -> None:
-        self.events.append((tenant, event_type, customer_id, data.model_dump(mode="json", exclude_none=True)))
-
-
 class NotificationService:
     def __init__(self, pool: asyncpg.Pool, producer: EventProducer, config_source: Any,
                  senders: Mapping[str, ChannelSender], topic: str, answer_secret: SecretStr, *,
                  clock: Clock = utcnow, lease_s: float = 30.0, batch_size: int = 200, concurrency: int = 16,
-                 send_attempts: int = 3, on_event: Callable[[str], None] = lambda kind: None) -> None:
+                 send_attempts: int = 3, phone_region: str = "DE",
+                 on_event: Callable[[str], None] = lambda kind: None) -> None:
         self.pool = pool
         self.producer = producer
         self.config_source = config_source
@@ -97,6 +101,7 @@ class NotificationService:
         self.batch_size = batch_size
         self.concurrency = concurrency
         self.send_attempts = send_attempts
+        self.phone_region = phone_region
         self.on_event = on_event
 
     def tenant_config(self, tenant: str) -> Any:
@@ -120,6 +125,10 @@ class NotificationService:
                                       types.CUSTOMERS_MERGED: CustomersMergedV1,
                                       types.CUSTOMER_ERASED: None, types.CUSTOMER_SPLIT: None})
 
+    async def process_feedback(self, records: Sequence[Any]) -> None:
+        """Survey invitations of the feedback service go out like any other notification (purpose surveys)."""
+        await self._consume(records, {types.FEEDBACK_INVITED: fc.FeedbackInvitedV1}, ignore_others=True)
+
     async def process_customers(self, records: Sequence[Any]) -> None:
         """Customer snapshots keep the directory (identifier → customer, contact points); a tombstone removes
         a customer id that stopped existing."""
@@ -128,34 +137,19 @@ class NotificationService:
         if gone:
             async with UnitOfWork(self.pool) as uow:
                 for customer_id in gone:
-                    await repo.forget_customer(uow.conn, customer_id)
+                    await directory.forget(uow.conn, repo.SCHEMA, customer_id)
                 await uow.commit()
         await self._consume(live, {types.CUSTOMER_SNAPSHOT: None}, idempotent=False)
 
     async def _consume(self, records: Sequence[Any], models: Mapping[str, type[BaseModel] | None],
                        ignore_others: bool = False, idempotent: bool = True) -> None:
-        dead: list[OutboundRecord] = []
-        incoming: list[Incoming] = []
-        for record in records:
-            try:
-                event = from_kafka(record.value, record.headers)
-                if not event.tenant:
-                    raise InvalidEvent("missing_attribute", "the tenant extension attribute is required")
-                if event.type not in models:
-                    if ignore_others:
-                        continue
-                    raise InvalidEvent("unsupported_type", f"event type {event.type!r} is not accepted here")
-                model = models[event.type]
-                incoming.append(Incoming(event, model.model_validate(event.data) if model else event.data))
-            except (InvalidEvent, ValidationError) as exc:
-                dead.append(dead_letter(record, getattr(exc, "reason", "invalid_data"), exc))
+        incoming, dead = decode(records, models, ignore_others)
         if incoming:
-            batch = Batch()
+            batch = Emitted()
             async with UnitOfWork(self.pool) as uow:
                 if idempotent:
-                    keys = [(i.event.tenant, i.event.source, i.event.id) for i in incoming]
-                    fresh = await outbox.first_seen(uow.conn, repo.SCHEMA, keys)
-                    incoming = [i for i in incoming if (i.event.tenant, i.event.source, i.event.id) in fresh]
+                    fresh = await outbox.first_seen(uow.conn, repo.SCHEMA, [i.key for i in incoming])
+                    incoming = [i for i in incoming if i.key in fresh]
                 for item in incoming:
                     await self._apply(uow.conn, item, batch)
                 await self._outbox(uow.conn, batch)
@@ -164,8 +158,8 @@ class NotificationService:
         await self.producer.send_all(dead)
         await self.publish_pending()
 
-    async def _apply(self, conn: asyncpg.Connection, item: Incoming, batch: Batch) -> None:
-        e, m = item.event, item.model
+    async def _apply(self, conn: asyncpg.Connection, item: Decoded, batch: Emitted) -> None:
+        e, m = item.event, item.data
         tenant = e.tenant
         if e.type == types.CUSTOMER_SNAPSHOT:
             await self._snapshot(conn, tenant, e.data or {}, batch)
@@ -174,52 +168,48 @@ class NotificationService:
                 await repo.saw_inbound(conn, tenant, [(m.customer_id, m.channel, m.occurred_at)])
         elif e.type == types.CUSTOMERS_MERGED:
             await repo.rename_customer(conn, tenant, m.merged_ids, m.survivor_id)
+        elif e.type == types.CUSTOMER_SPLIT:
+            return  # the detached identifiers arrive with the new customer's snapshot
         elif e.type == types.CUSTOMER_ERASED:
             if (e.data or {}).get("customer_id"):
                 await repo.erase_customer(conn, tenant, e.data["customer_id"])
         elif e.type == types.ROUTING_SLA_BREACHED:
             await repo.set_breach(conn, tenant, m.conversation_id, m.customer_id, e.time or self.clock())
             await self._trigger(conn, tenant, e, m.customer_id, {"conversation_id": m.conversation_id},
-                                f"conversation:{m.conversation_id}:sla_breached:{getattr(m, 'kind', '')}", None, batch)
+                                f"conversation:{m.conversation_id}:sla_breached:{m.metric}", None, batch)
         elif e.type == types.ROUTING_CONVERSATION_RESOLVED:
             await repo.clear_breach(conn, tenant, m.conversation_id)
+        elif e.type == types.FEEDBACK_INVITED:
+            values = {"survey_link": m.link, "survey_title": m.survey_title or "", "channel": m.channel,
+                      "conversation_id": m.conversation_id, "case_id": m.case_id, "agent_id": m.agent_id}
+            await self._trigger(conn, tenant, e, m.customer_id, values, f"invitation:{m.invitation_id}", None, batch)
         else:
             customer_id = await self._customer(conn, tenant, m.customer, e)
             if customer_id is not None:
                 await self._upstream(conn, tenant, e, m, customer_id, batch)
 
     async def _customer(self, conn: asyncpg.Connection, tenant: str, ref: bc.CustomerRef, e: CloudEvent) -> str | None:
-        """Touchpoint's customer id for ``ref``; None when not known yet — the event is parked and applied when
-        a snapshot names one of its identifiers."""
-        if ref.customer_id:
-            return ref.customer_id
-        identifiers = [(i.type, i.value) for i in ref.identifiers]
-        found = await repo.lookup(conn, tenant, identifiers)
-        if found is None:
-            await repo.park(conn, tenant, identifiers, {"id": e.id, "source": e.source, "type": e.type,
-                                                        "time": e.time.isoformat() if e.time else None,
-                                                        "tenant": tenant, "data": e.data})
-        return found
+        """Touchpoint's customer id for ``ref``; None when not known yet (the event is parked until a snapshot
+        names one of its identifiers, see ``shared.directory``)."""
+        return await directory.resolve(conn, repo.SCHEMA, tenant, ref, e, self.phone_region)
 
-    async def _snapshot(self, conn: asyncpg.Connection, tenant: str, data: dict, batch: Batch) -> None:
+    async def _snapshot(self, conn: asyncpg.Connection, tenant: str, data: dict, batch: Emitted) -> None:
         customer_id = data.get("customer_id")
         if not customer_id:
             return
         identifiers = [(i["type"], i["value"]) for i in data.get("identifiers", []) if i.get("type") and i.get("value")]
-        await repo.upsert_directory(conn, tenant, customer_id, identifiers)
+        await directory.upsert(conn, repo.SCHEMA, tenant, customer_id, identifiers)
         if data.get("merged_ids"):
             await repo.rename_customer(conn, tenant, data["merged_ids"], customer_id)
-        for parked in await repo.take_parked(conn, tenant, identifiers):
-            event = CloudEvent(id=parked["id"], source=parked["source"], type=parked["type"],
-                               time=datetime.fromisoformat(parked["time"]) if parked.get("time") else None,
-                               data=parked["data"], extensions={"tenant": tenant})
+        for parked in await directory.take_parked(conn, repo.SCHEMA, tenant, identifiers):
+            event = directory.unparked(parked, tenant)
             model = {**bc.BUSINESS_MODELS, **cc.CONSENT_MODELS}[event.type].model_validate(event.data)
             await self._upstream(conn, tenant, event, model, customer_id, batch)
 
     # ---- upstream business and consent events -------------------------------------------------------------
 
     async def _upstream(self, conn: asyncpg.Connection, tenant: str, e: CloudEvent, m: Any, customer_id: str,
-                        batch: Batch) -> None:
+                        batch: Emitted) -> None:
         if e.type in (types.CONSENT_GRANTED, types.CONSENT_WITHDRAWN):
             status = "granted" if e.type == types.CONSENT_GRANTED else "withdrawn"
             consent = _consent(m, status)
@@ -239,11 +229,13 @@ class NotificationService:
             values.update(shipment_id=m.shipment_id, eta=_iso(m.eta), carrier=m.carrier or "")
         if isinstance(m, bc.ShipmentDelayedV1):
             values.update(new_eta=_iso(m.new_eta), reason=m.reason or "")
-        instance = f"{e.type}:{getattr(m, 'shipment_id', m.order_id)}:{e.id}"
+        # What happened, not the event's id: an upstream system re-sending the same fact under a new id (a
+        # retried export, a second integration) does not notify twice.
+        instance = f"{e.type}:{getattr(m, 'shipment_id', m.order_id)}:{getattr(m, 'new_eta', None) or m.occurred_at.isoformat()}"
         await self._trigger(conn, tenant, e, customer_id, values, instance, f"order:{m.order_id}", batch)
 
     async def _case(self, conn: asyncpg.Connection, tenant: str, e: CloudEvent, m: bc.CaseEvent, customer_id: str,
-                    batch: Batch) -> None:
+                    batch: Emitted) -> None:
         status = "resolved" if e.type == types.CASE_RESOLVED else "open"
         fields = {"complaint": m.complaint if e.type == types.CASE_OPENED or m.complaint else None,
                   "channel": m.channel, "conversation_id": m.conversation_id, "agent_id": m.agent_id,
@@ -256,10 +248,10 @@ class NotificationService:
                   "conversation_id": m.conversation_id or known["conversation_id"],
                   "agent_id": m.agent_id or known["agent_id"], "channel": m.channel or known["channel"]}
         event_kind = e.type.split(".")[2]
-        await self._trigger(conn, tenant, e, customer_id, values, f"case:{m.case_id}:{event_kind}:{e.id}",
-                            f"case:{m.case_id}", batch)
+        instance = f"case:{m.case_id}:{event_kind}:{m.occurred_at.isoformat()}"
+        await self._trigger(conn, tenant, e, customer_id, values, instance, f"case:{m.case_id}", batch)
 
-    async def _cancel_for_case(self, conn: asyncpg.Connection, tenant: str, case_id: str, batch: Batch) -> None:
+    async def _cancel_for_case(self, conn: asyncpg.Connection, tenant: str, case_id: str, batch: Emitted) -> None:
         """A reopened case makes its pending follow-ups pointless."""
         now = self.clock()
         rows = await repo.pending_for_case(conn, tenant, case_id)
@@ -276,7 +268,7 @@ class NotificationService:
         await repo.add_decisions(conn, decisions)
 
     async def _trigger(self, conn: asyncpg.Connection, tenant: str, e: CloudEvent, customer_id: str,
-                       values: dict[str, Any], instance: str, digest_key: str | None, batch: Batch) -> None:
+                       values: dict[str, Any], instance: str, digest_key: str | None, batch: Emitted) -> None:
         """Schedule a notification for every trigger of the tenant's configuration that reacts to ``e``."""
         cfg = self.tenant_config(tenant)
         now = self.clock()
@@ -289,9 +281,9 @@ class NotificationService:
 
     async def _schedule(self, conn: asyncpg.Connection, tenant: str, cfg: Any, name: str, trig: Any,
                         customer_id: str, payload: dict, instance: str, digest_key: str | None, occurred: datetime,
-                        now: datetime, batch: Batch) -> None:
+                        now: datetime, batch: Emitted) -> None:
         if digest_key:
-            open_one = await repo.open_digest(conn, tenant, name, digest_key)
+            open_one = await repo.open_digest(conn, tenant, name, digest_key, now)
             if open_one is not None:
                 joined = _payload(open_one)
                 joined["items"] = joined.get("items", []) + payload["items"]
@@ -323,7 +315,7 @@ class NotificationService:
         await repo.add_decisions(conn, [(tenant, nid, now, "schedule", "schedule", "scheduled",
                                          f"due at {due.isoformat()}", payload.get("first_channel"), None)])
         batch.emit(tenant, types.NOTIFICATION_SCHEDULED, customer_id, nc.NotificationScheduledV1(
-            **head, due_at=due, channel=payload.get("first_channel")))
+            **head, due_at=due, channel=_contact_channel(payload.get("first_channel"))))
 
     def _due(self, cfg: Any, trig: Any, customer_id: str, occurred: datetime, now: datetime, zone: str) -> datetime:
         base = max(occurred, now - timedelta(days=1))  # a replayed old event is not sent in the past's order
@@ -376,7 +368,7 @@ class NotificationService:
         for tenant in tenants:
             cfg = self.tenant_config(tenant)
             for name, trig in cfg.triggers_for(STALE):
-                batch = Batch()
+                batch = Emitted()
                 async with UnitOfWork(self.pool) as uow:
                     cases = await repo.stale_cases(uow.conn, tenant, now - timedelta(days=trig.stale_after_days))
                     for c in cases:
@@ -396,7 +388,7 @@ class NotificationService:
         """Claim up to one batch of due notifications, decide each, send the ones to send. Returns (sent,
         claimed)."""
         now = self.clock()
-        batch = Batch()
+        batch = Emitted()
         async with UnitOfWork(self.pool) as uow:
             rows = await repo.claim_due(uow.conn, now, self.batch_size)
             if not rows:
@@ -425,7 +417,7 @@ class NotificationService:
         return sent, len(rows)
 
     async def _record(self, results: list[tuple["Plan", Any]]) -> int:
-        batch = Batch()
+        batch = Emitted()
         async with UnitOfWork(self.pool) as uow:
             sent = await self._record_results(uow.conn, results, batch)
             await self._outbox(uow.conn, batch)
@@ -445,7 +437,7 @@ class NotificationService:
             log.error("channel adapter failed", extra={"channel": message.channel, "error": type(exc).__name__})
             return SendError("adapter_error", False, f"{type(exc).__name__} in the {message.channel} adapter")
 
-    async def _decide(self, conn: asyncpg.Connection, rows: Sequence[Any], now: datetime, batch: Batch) -> list["Plan"]:
+    async def _decide(self, conn: asyncpg.Connection, rows: Sequence[Any], now: datetime, batch: Emitted) -> list["Plan"]:
         plans: list[Plan] = []
         updates, decisions, attempts = [], [], []
         by_tenant: dict[str, list[Any]] = {}
@@ -480,6 +472,8 @@ class NotificationService:
                         batch.emit(tenant, types.NOTIFICATION_HELD, r["customer_id"], nc.NotificationHeldV1(
                             **_base(r, now), reason=decision.reason, release_at=decision.release_at))
                 else:
+                    # Kept for delivery reports: a failure the provider reports later falls back to these.
+                    payload = {**payload, "fallback": list(decision.fallback)}
                     plan = self._plan(cfg, r, payload, recipient, decision, trig, now)
                     if isinstance(plan, str):
                         decisions.append((tenant, r["notification_id"], now, "render", "suppress", "template_error",
@@ -516,13 +510,13 @@ class NotificationService:
             channel=channel, to=recipient.addresses[channel], subject=rendered.subject, text=rendered.text,
             html=rendered.html, template=trig.whatsapp_template if template_only else None,
             template_language=language if template_only else None,
-            template_params=(values["name"], values["case_id"] or values["order_id"]) if template_only else ())
+            template_params=(values["name"] or NAMELESS.get(language, NAMELESS["en"]),
+                             values["case_id"] or values["order_id"] or "-") if template_only else ())
         return Plan(r["tenant"], r, channel, decision.consent_id, decision.fallback, language, message, payload)
 
     def _values(self, cfg: Any, r: Any, payload: dict, recipient: Recipient, trig: Any, now: datetime,
                 language: str) -> dict[str, str]:
-        values = {k: "" for k in ("name", "case_id", "order_id", "shipment_id", "eta", "new_eta", "subject",
-                                  "yes_link", "no_link", "items", "company", "conversation_id")}
+        values = {k: "" for k in KNOWN_PLACEHOLDERS}
         values.update({k: str(v) for k, v in payload.items() if k in values and v is not None})
         values["name"] = recipient.preferences.display_name or ""
         values["company"] = getattr(cfg, "company", "") or ""
@@ -536,7 +530,7 @@ class NotificationService:
         return values
 
     async def _record_results(self, conn: asyncpg.Connection, results: Sequence[tuple["Plan", Any]],
-                              batch: Batch) -> int:
+                              batch: Emitted) -> int:
         now = self.clock()
         updates, decisions, finished = [], [], []
         sent = 0
@@ -552,7 +546,7 @@ class NotificationService:
                                   f"accepted by the {plan.channel} provider", plan.channel, plan.consent_id))
                 batch.emit(tenant, types.NOTIFICATION_SENT, r["customer_id"], nc.NotificationSentV1(
                     **_base(r, now), channel=plan.channel, provider_message_id=result.provider_message_id,
-                    consent_id=plan.consent_id, language=plan.language, template=r["trigger"],
+                    consent_id=plan.consent_id, language=plan.language, template=plan.message.template,
                     attempt=r["attempt"] + 1, fallback_from=(payload.get("failed_channels") or [None])[-1]))
                 continue
             tries = await repo.attempt_tries(conn, tenant, r["notification_id"], plan.channel)
@@ -591,7 +585,7 @@ class NotificationService:
         """Apply provider delivery reports (``DeliveryStatus``); reports about unknown or already final
         messages change nothing. A failure or bounce falls back to the next consented channel."""
         now = self.clock()
-        batch = Batch()
+        batch = Emitted()
         changed = 0
         async with UnitOfWork(self.pool) as uow:
             rows = {r["provider_message_id"]: r for r in await repo.by_provider_id(
@@ -612,18 +606,24 @@ class NotificationService:
                                       "the provider reported delivery", r["channel"], r["consent_id"]))
                     continue
                 payload["failed_channels"] = payload.get("failed_channels", []) + [r["channel"]]
+                next_channel = next((c for c in payload.get("fallback", []) if c not in payload["failed_channels"]),
+                                    None)
                 reason = f"{s.status}: {s.reason}" if s.reason else s.status
-                updates.append({**_row(r, "scheduled", now, payload, due_at=now), "provider_message_id": None})
+                if next_channel:
+                    updates.append({**_row(r, "scheduled", now, payload, due_at=now), "provider_message_id": None})
+                else:
+                    updates.append(_row(r, "failed", now, payload))
                 decisions.append((tenant, r["notification_id"], now, "delivery", "failed", s.status, reason,
                                   r["channel"], r["consent_id"]))
                 batch.emit(tenant, types.NOTIFICATION_FAILED, r["customer_id"], nc.NotificationFailedV1(
-                    **_base(r, now), channel=r["channel"], reason=reason, permanent=True, next_channel=None))
+                    **_base(r, now), channel=r["channel"], reason=reason, permanent=True, next_channel=next_channel))
             await repo.update_notifications(uow.conn, updates)
             # A bounced message is no longer sent: it does not count towards caps and may fall back.
             await uow.conn.execute(
-                """UPDATE notification.notifications SET sent_at = NULL, provider_message_id = NULL
-                   WHERE notification_id = ANY($1::uuid[]) AND status = 'scheduled'""",
-                [u["notification_id"] for u in updates if u["status"] == "scheduled"])
+                """UPDATE notification.notifications SET sent_at = NULL,
+                       provider_message_id = CASE WHEN status = 'scheduled' THEN NULL ELSE provider_message_id END
+                   WHERE notification_id = ANY($1::uuid[]) AND status IN ('scheduled', 'failed')""",
+                [u["notification_id"] for u in updates if u["status"] in ("scheduled", "failed")])
             await repo.add_decisions(uow.conn, decisions)
             await self._outbox(uow.conn, batch)
             await uow.commit()
@@ -638,7 +638,7 @@ class NotificationService:
         claims = tokens.verify(token, self.answer_secret, now)
         tenant, solved = claims["t"], claims["a"] == "yes"
         nid = uuid.UUID(claims["n"])
-        batch = Batch()
+        batch = Emitted()
         async with UnitOfWork(self.pool) as uow:
             r = await repo.notification(uow.conn, tenant, nid)
             if r is None:
@@ -659,17 +659,12 @@ class NotificationService:
 
     # ---- publishing ---------------------------------------------------------------------------------------
 
-    async def _outbox(self, conn: asyncpg.Connection, batch: Batch) -> None:
-        per_tenant: dict[str, list] = {}
-        for tenant, event_type, customer_id, data in batch.events:
-            nc.NOTIFICATION_MODELS[event_type].model_validate(data)
-            per_tenant.setdefault(tenant, []).append((str(uuid.uuid4()), event_type, customer_id, data))
-        for tenant, rows in per_tenant.items():
-            await outbox.add(conn, repo.SCHEMA, tenant, rows)
+    async def _outbox(self, conn: asyncpg.Connection, batch: Emitted) -> None:
+        await outbox.add_all(conn, repo.SCHEMA, batch, nc.NOTIFICATION_MODELS)
 
-    def _count(self, batch: Batch) -> None:
-        for _, event_type, _, _ in batch.events:
-            self.on_event(event_type.split(".")[2])
+    def _count(self, batch: Emitted) -> None:
+        for kind in batch.kinds():
+            self.on_event(kind)
 
     async def publish_pending(self) -> int:
         return await outbox.publish_pending(self.pool, self.producer, repo.SCHEMA, self.topic, SOURCE)
@@ -723,6 +718,11 @@ def _without(candidate: Any, failed: set[str]) -> Any:
     if not failed:
         return candidate
     return replace(candidate, channels=tuple(c for c in candidate.channels if c not in failed))
+
+
+def _contact_channel(channel: str | None) -> str | None:
+    """``channel`` when notifications can use it; a case that came in by phone or chat names none."""
+    return channel if channel in CHANNELS else None
 
 
 def _iso(at: datetime | None) -> str:

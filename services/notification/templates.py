@@ -39,9 +39,12 @@ KNOWN_PLACEHOLDERS = frozenset({
     "no_link",          # answer link "no, not solved" (triggers with an answer)
     "items",            # digest: one line per bundled event, as a bullet list
     "company",          # the tenant's company name
+    "survey_link",      # a survey invitation's signed link (feedback service)
+    "survey_title",     # the survey's title in the message's language
     "conversation_id",
 })
-LINK_PLACEHOLDERS = frozenset({"yes_link", "no_link"})
+LINK_PLACEHOLDERS = frozenset({"yes_link", "no_link"})  # answer links: only in triggers with `answer`
+CLICKABLE = LINK_PLACEHOLDERS | {"survey_link"}
 CHANNELS_WITH_SUBJECT = frozenset({"email", "webhook"})
 TEXT_ONLY_CHANNELS = frozenset({"sms", "whatsapp"})
 
@@ -132,6 +135,6 @@ def _html(body: str, values: Mapping[str, str]) -> str:
 
 
 def _html_value(key: str, value: str) -> str:
-    if key in LINK_PLACEHOLDERS and value:
+    if key in CLICKABLE and value:
         return f'<a href="{html.escape(value)}">{html.escape(value)}</a>'
     return html.escape(value)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
@@ -32,6 +31,7 @@ from services.routing.domain.calendar import BusinessCalendar
 from services.routing.domain.expressions import TRUE, Expression, compile_expression
 from services.routing.domain.sla import SlaPolicy
 from services.routing.domain.workflow import Filter, Target, Workflow
+from shared.config_file import ReloadingFile
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def _dotted(path: tuple[str | int, ...]) -> str:
     return text or "(top level)"
 
 
-class ConfigSource:
+class ConfigSource(ReloadingFile[RoutingConfig]):
     """The configuration in force, re-read whenever the file's modification time or size changes.
 
     The first load raises :class:`ConfigError` (a service must not start on a bad file). Later, a file that
@@ -303,36 +303,4 @@ class ConfigSource:
     """
 
     def __init__(self, path: str | Path | None) -> None:
-        self.path = Path(path) if path is not None else None
-        self.last_error: str | None = None
-        self._stamp = self._stat()
-        self._config = load_config(self.path)
-
-    def current(self) -> RoutingConfig:
-        if self.path is None:
-            return self._config
-        stamp = self._stat()
-        if stamp != self._stamp:
-            self._stamp = stamp
-            self._reload()
-        return self._config
-
-    def _reload(self) -> None:
-        try:
-            self._config = load_config(self.path)
-        except ConfigError as exc:
-            self.last_error = str(exc)
-            log.error("routing config not reloaded, the previous one stays in force: %s", exc)
-            return
-        self.last_error = None
-        log.info("routing config reloaded from %s", self.path)
-
-    def _stat(self) -> tuple[int, int] | None:
-        if self.path is None:
-            return None
-        try:
-            status = os.stat(self.path)
-        except OSError:
-            return None
-        return status.st_mtime_ns, status.st_size
-
+        super().__init__(path, load_config, ConfigError, "routing config")

@@ -34,6 +34,7 @@ def build_app(settings: RoutingSettings, tracer_provider: TracerProvider | None 
         res.subscribe(topics.AGENTS.name, settings.group_id, service.process_agents)
         res.subscribe(topics.CONVERSATIONS.name, settings.group_id, service.process_conversations)
         res.subscribe(topics.NOTIFICATIONS.name, settings.group_id, service.process_notifications)
+        res.subscribe(topics.FEEDBACK.name, settings.group_id, service.process_feedback)
 
         async def timers() -> None:
             await service.run_timers(settings.timer_interval_s)

@@ -8,29 +8,19 @@ conversation offered twice, no agent above capacity) without optimistic retries.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import asyncpg
 import orjson
 
 from services.routing.domain.desk import LastAgent
-from services.routing.domain.model import Agent, Conversation, Emitted, Timer
+from services.routing.domain.model import Agent, Conversation, Timer
+
+SCHEMA = "routing"  # owns the outbox and processed_events tables (shared.outbox)
 
 
 async def lock_tenant(conn: asyncpg.Connection, tenant: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('touchpoint.routing/' || $1, 0))", tenant)
-
-
-async def first_seen(conn: asyncpg.Connection, keys: Sequence[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
-    """Record consumed events; returns the keys not recorded before (the ones to apply)."""
-    if not keys:
-        return set()
-    rows = await conn.fetch(
-        """INSERT INTO routing.processed_events (tenant, source, event_id)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING
-           RETURNING tenant, source, event_id""",
-        [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
-    return {(r["tenant"], r["source"], r["event_id"]) for r in rows}
 
 
 async def open_conversations(conn: asyncpg.Connection, tenant: str) -> dict[str, Conversation]:
@@ -154,27 +144,6 @@ async def take_due_timers(conn: asyncpg.Connection, tenant: str, now: datetime, 
            RETURNING timer_id, conversation_id, kind, due_at, payload""", tenant, now, limit)
     timers = [Timer(r["timer_id"], r["conversation_id"], r["kind"], r["due_at"], orjson.loads(r["payload"])) for r in rows]
     return sorted(timers, key=lambda t: (t.due_at, t.timer_id))
-
-
-async def add_outbox(conn: asyncpg.Connection, tenant: str, rows: Sequence[tuple[str, str, str, dict[str, Any]]]) -> None:
-    """(event id, event type, subject key, data) rows to publish after commit."""
-    if not rows:
-        return
-    await conn.execute(
-        """INSERT INTO routing.outbox (tenant, event_id, event_type, subject, payload)
-           SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])""",
-        tenant, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-        [orjson.dumps(r[3]).decode() for r in rows])
-
-
-async def unpublished(conn: asyncpg.Connection, limit: int = 5000) -> list[Any]:
-    return await conn.fetch(
-        """SELECT seq, tenant, event_id, event_type, subject, payload, created_at FROM routing.outbox
-           WHERE NOT published ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED""", limit)
-
-
-async def mark_published(conn: asyncpg.Connection, seqs: Sequence[int]) -> None:
-    await conn.execute("UPDATE routing.outbox SET published = true WHERE seq = ANY($1::bigint[])", list(seqs))
 
 
 async def rename_customer(conn: asyncpg.Connection, tenant: str, merged_ids: Sequence[str], survivor: str) -> None:

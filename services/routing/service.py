@@ -14,6 +14,12 @@ Guarantees
 Of the notification topic only ``follow_up_answered`` with ``solved: false`` matters here: it reopens the
 conversation it names, offering it first to the agent who resolved it; every other notification event is
 acknowledged without effect.
+
+Of the feedback topic only ``detractor_detected`` matters here: it opens the follow-up conversation it names
+(``follow_up_conversation_id``) for the customer, tagged ``detractor_follow_up`` and ``team:<team>`` so that
+workflows and SLA rules can match it (``task.team`` names the team in expressions), its priority raised by the
+event's. A follow-up routing already has (open or resolved) is not opened again. Every other feedback event is
+acknowledged without effect.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Sequence
 
 import asyncpg
-import orjson
 from pydantic import ValidationError
 
 from services.routing import repository as repo
@@ -37,16 +42,20 @@ from services.routing.domain.queueing import HandlingRate
 from shared.cloudevents import CloudEvent, InvalidEvent, from_kafka
 from shared.contracts import routing as rc
 from shared.contracts import types
+from shared.contracts.feedback import FEEDBACK_MODELS, DetractorDetectedV1
 from shared.contracts.identity import CustomersMergedV1
 from shared.contracts.interaction import InteractionResolvedV1
 from shared.contracts.notification import NOTIFICATION_MODELS, FollowUpAnsweredV1
+from shared import outbox
 from shared.db import UnitOfWork
-from shared.kafka import EventProducer, OutboundRecord, dead_letter, event_record
-from shared.retry import is_transient
+from shared.loops import run_every
+from shared.kafka import EventProducer, OutboundRecord, dead_letter
 
 log = logging.getLogger(__name__)
 SOURCE = "touchpoint/routing"
 RATE_WINDOW_S = 900.0
+FOLLOW_UP_TAG = "detractor_follow_up"
+FOLLOW_UP_FALLBACK_CHANNEL = "email"  # a follow-up asked for on a channel without conversations
 
 Apply = Callable[[Desk, asyncpg.Connection], Awaitable[Any]]
 
@@ -85,6 +94,10 @@ class RoutingService:
     async def process_notifications(self, records: Sequence[Any]) -> None:
         """A customer's "not solved" answer to a follow-up reopens the conversation; the rest is acknowledged."""
         await self._consume(records, notification_op)
+
+    async def process_feedback(self, records: Sequence[Any]) -> None:
+        """A detractor's feedback opens a follow-up conversation for the team; the rest is acknowledged."""
+        await self._consume(records, feedback_op)
 
     async def _consume(self, records: Sequence[Any], to_op: Callable[[CloudEvent], Op | None]) -> None:
         dead: list[OutboundRecord] = []
@@ -149,7 +162,7 @@ class RoutingService:
             conn = uow.conn
             await repo.lock_tenant(conn, tenant)
             keys = [op.key for op in ops if op.key is not None]
-            fresh = await repo.first_seen(conn, keys)
+            fresh = await outbox.first_seen(conn, repo.SCHEMA, keys)
             ops = [op for op in ops if op.key is None or op.key in fresh]
             for op in ops:
                 if op.merge:
@@ -190,7 +203,7 @@ class RoutingService:
             event_type = f"touchpoint.routing.{e.kind}.v1"
             data = rc.ROUTING_MODELS[event_type].model_validate(e.data).model_dump(mode="json", exclude_none=True)
             rows.append((str(uuid.uuid4()), event_type, e.customer_id, data))
-        await repo.add_outbox(conn, tenant, rows)
+        await outbox.add(conn, repo.SCHEMA, tenant, rows)
 
     # ---- timers and publishing -----------------------------------------------------------------------------
 
@@ -204,35 +217,12 @@ class RoutingService:
         return len(tenants)
 
     async def run_timers(self, interval_s: float, stop: asyncio.Event | None = None) -> None:
-        """The timer loop: ``tick`` every ``interval_s``; transient failures back off, never a hot loop."""
-        delay = interval_s
-        while stop is None or not stop.is_set():
-            try:
-                await self.tick()
-                delay = interval_s
-            except Exception as exc:  # noqa: BLE001 - the loop must survive; non-transient errors are logged loudly
-                delay = min(delay * 2, 10.0)
-                log.log(logging.WARNING if is_transient(exc) else logging.ERROR, "timer tick failed",
-                        extra={"error": type(exc).__name__, "retry_in_s": delay})
-            await asyncio.sleep(delay)
+        """The timer loop: ``tick`` every ``interval_s``; failures back off, never a hot loop."""
+        await run_every(self.tick, interval_s, "timer tick", stop)
 
     async def publish_pending(self) -> int:
         """Publish outbox events not yet acknowledged (this instance's and any a crash left behind)."""
-        total = 0
-        while True:
-            async with UnitOfWork(self.pool) as uow:
-                rows = await repo.unpublished(uow.conn)
-                if not rows:
-                    return total
-                await self.producer.send_all([self._record(r) for r in rows])
-                await repo.mark_published(uow.conn, [r["seq"] for r in rows])
-                await uow.commit()
-            total += len(rows)
-
-    def _record(self, row: Any) -> OutboundRecord:
-        event = CloudEvent(id=row["event_id"], source=SOURCE, type=row["event_type"], time=row["created_at"],
-                           data=orjson.loads(row["payload"]), extensions={"tenant": row["tenant"]})
-        return event_record(self.routing_topic, row["subject"], event)
+        return await outbox.publish_pending(self.pool, self.producer, repo.SCHEMA, self.routing_topic, SOURCE)
 
 
 def notification_op(event: CloudEvent) -> Op | None:
@@ -247,6 +237,52 @@ def notification_op(event: CloudEvent) -> Op | None:
     if reopen is None:
         return None
     return Op((event.tenant, event.source, event.id), conversation_activity(types.CONVERSATION_REOPENED, reopen))
+
+
+def feedback_op(event: CloudEvent) -> Op | None:
+    """The desk change a feedback event asks for: a follow-up conversation for ``detractor_detected``, None for
+    every other feedback event. Raises ``InvalidEvent`` for a type the feedback topic does not carry and
+    ``ValidationError`` for a detractor event that breaks its contract."""
+    if event.type not in FEEDBACK_MODELS:
+        raise InvalidEvent("unsupported_type", f"event type {event.type!r} is not accepted here")
+    if event.type != types.FEEDBACK_DETRACTOR_DETECTED:
+        return None
+    request = follow_up_request(DetractorDetectedV1.model_validate(event.data))
+    return Op((event.tenant, event.source, event.id), _follow_up(request))
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """The conversation a detractor's feedback asks routing to open (see :meth:`Desk.follow_up`)."""
+
+    conversation_id: str
+    customer_id: str
+    channel: str
+    at: datetime
+    language: str | None
+    tags: list[str]
+    priority: int
+
+
+def follow_up_request(detractor: DetractorDetectedV1) -> FollowUp:
+    """The follow-up of a detractor: on the event's channel when conversations happen there, else by e-mail;
+    tagged ``detractor_follow_up`` and, when the event names the team, ``team:<team>``."""
+    channel = detractor.channel if detractor.channel in CONVERSATIONAL else FOLLOW_UP_FALLBACK_CHANNEL
+    tags = [FOLLOW_UP_TAG] + ([f"team:{detractor.team}"] if detractor.team else [])
+    return FollowUp(detractor.follow_up_conversation_id, detractor.customer_id, channel, detractor.at,
+                    detractor.language, tags, detractor.priority)
+
+
+def _follow_up(request: FollowUp) -> Apply:
+    async def apply(desk: Desk, conn: asyncpg.Connection) -> Any:
+        cid = request.conversation_id
+        known = desk.conversations.get(cid) or await repo.conversation(conn, desk.tenant, cid)
+        if known is not None:  # asked for before (open or resolved): one follow-up per detractor
+            return known
+        return desk.follow_up(cid, request.customer_id, request.channel, request.at, request.language,
+                              list(request.tags), request.priority)
+
+    return apply
 
 
 def reopen_request(answer: FollowUpAnsweredV1) -> rc.ConversationReopenedV1 | None:

@@ -18,6 +18,12 @@ Kinds
   sent message has a direction (``outbound``). The entry's ``channel`` is the notification's channel when the
   timeline knows it as a channel, else ``other`` (no channel yet, or ``webhook``); ``details.channel`` always
   holds the notification's own value. Like a routing entry it carries no identifiers and is not a contact.
+- ``feedback``: one event of the feedback service about the customer (invited, suppressed, responded,
+  detractor_detected, loop_closed); its identity is the feedback event's own CloudEvents ``source`` and ``id``.
+  ``details`` holds the event's data without the fields the entry carries itself, plus ``event`` (``responded``,
+  ...). Only a response has a direction (``inbound``: the customer answered). The entry's ``channel`` follows the
+  notification rule (``other`` unless the event names a timeline channel). No identifiers, not a contact.
+  Product alerts name no customer and are not recorded.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import orjson
 
 from shared.cloudevents import CloudEvent
 from shared.contracts import types
+from shared.contracts.feedback import FeedbackEvent
 from shared.contracts.interaction import Channel, InteractionResolvedV1
 from shared.contracts.notification import NotificationEvent
 from shared.contracts.routing import RoutingEventBase
@@ -43,6 +50,8 @@ ENTRY_FIELDS = ("channel", "direction", "source", "event_id", "conversation_id",
 ROUTING_COMMON = {"conversation_id", "customer_id", "channel", "at", "agent_id"}
 NOTIFICATION = "notification"
 NOTIFICATION_COMMON = {"customer_id", "at", "conversation_id", "case_id", "agent_id", "language"}
+FEEDBACK = "feedback"
+FEEDBACK_COMMON = NOTIFICATION_COMMON
 TIMELINE_CHANNELS = frozenset(get_args(Channel))
 
 
@@ -108,4 +117,19 @@ def notification_entry(event: CloudEvent, notification: NotificationEvent) -> En
     return Entry(
         source=event.source, event_id=event.id, customer_id=notification.customer_id, occurred_at=notification.at,
         kind=NOTIFICATION, channel=timeline_channel, identifiers=(), fields=fields,
+    )
+
+
+def feedback_entry(event: CloudEvent, feedback: FeedbackEvent) -> Entry:
+    """The entry recording feedback event ``event`` (whose validated data is ``feedback``)."""
+    channel = getattr(feedback, "channel", None)
+    timeline_channel = channel if channel in TIMELINE_CHANNELS else "other"
+    fields = {name: getattr(feedback, name, None) for name in ENTRY_FIELDS}
+    fields.update(source=event.source, event_id=event.id, channel=timeline_channel, tags=[],
+                  direction="inbound" if event.type == types.FEEDBACK_RESPONDED else None,
+                  details={"event": short_name(event.type).removeprefix("feedback."),
+                           **feedback.model_dump(mode="json", exclude=FEEDBACK_COMMON)})
+    return Entry(
+        source=event.source, event_id=event.id, customer_id=feedback.customer_id, occurred_at=feedback.at,
+        kind=FEEDBACK, channel=timeline_channel, identifiers=(), fields=fields,
     )

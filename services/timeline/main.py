@@ -23,6 +23,7 @@ def build_app(settings: TimelineSettings, tracer_provider: TracerProvider | None
         res.subscribe(topics.IDENTITY.name, settings.group_id, projection.process)
         res.subscribe(topics.ROUTING.name, settings.group_id, projection.process)
         res.subscribe(topics.NOTIFICATIONS.name, settings.group_id, projection.process)
+        res.subscribe(topics.FEEDBACK.name, settings.group_id, projection.process)
 
     app = build_service("timeline", settings, wire, title="Touchpoint timeline", tracer_provider=tracer_provider)
     app.include_router(api.router)

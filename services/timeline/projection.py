@@ -1,9 +1,10 @@
-"""Timeline projection: store each resolved interaction, routing decision and notification event once, apply
-merges, publish entries and snapshots.
+"""Timeline projection: store each resolved interaction, routing decision, notification and feedback event once,
+apply merges, publish entries and snapshots.
 
 It consumes the identity topic (interactions, merges, splits, erasures), the routing topic (routing decisions,
-except ``queue_position_changed``, which is acknowledged and not recorded) and the notification topic (every
-notification event); any other type is dead-lettered.
+except ``queue_position_changed``, which is acknowledged and not recorded), the notification topic (every
+notification event) and the feedback topic (every feedback event except ``product_alert``, which names no
+customer and is acknowledged without being recorded); any other type is dead-lettered.
 
 Guarantees
 - Exactly one row per event (tenant, source, id), whatever the redeliveries: the primary key is derived from
@@ -32,9 +33,17 @@ import orjson
 from pydantic import ValidationError
 
 from services.timeline import repository as repo
-from services.timeline.entries import INTERACTION, Entry, interaction_entry, notification_entry, routing_entry
+from services.timeline.entries import (
+    INTERACTION,
+    Entry,
+    feedback_entry,
+    interaction_entry,
+    notification_entry,
+    routing_entry,
+)
 from shared.cloudevents import CloudEvent, InvalidEvent, from_kafka
 from shared.contracts import types
+from shared.contracts.feedback import FEEDBACK_MODELS
 from shared.contracts.identity import CustomerErasedV1, CustomersMergedV1, CustomerSplitV1
 from shared.contracts.interaction import InteractionResolvedV1
 from shared.contracts.notification import NOTIFICATION_MODELS
@@ -47,8 +56,9 @@ log = logging.getLogger(__name__)
 SOURCE = "touchpoint/timeline"
 CHANGES = {types.CUSTOMERS_MERGED: CustomersMergedV1, types.CUSTOMER_SPLIT: CustomerSplitV1,
            types.CUSTOMER_ERASED: CustomerErasedV1}
-# Routing events that are acknowledged without being recorded: live queue movements, not history.
-IGNORED = frozenset({types.ROUTING_QUEUE_POSITION_CHANGED})
+# Events acknowledged without being recorded: live queue movements (not history) and product alerts (about a
+# product, not a customer).
+IGNORED = frozenset({types.ROUTING_QUEUE_POSITION_CHANGED, types.FEEDBACK_PRODUCT_ALERT})
 
 
 class TimelineProjection:
@@ -62,8 +72,8 @@ class TimelineProjection:
         self.on_stored = on_stored
 
     async def process(self, records: Sequence[Any]) -> None:
-        """Handle one batch from the identity, routing or notification topic. Idempotent; raises only transient
-        errors."""
+        """Handle one batch from the identity, routing, notification or feedback topic. Idempotent; raises only
+        transient errors."""
         dead, items, headers = self._decode(records)
         steps = {}
         if self.steps.enabled:
@@ -229,6 +239,8 @@ def _item(event: CloudEvent) -> tuple[str, Entry | Any] | None:
         return event.tenant, routing_entry(event, ROUTING_MODELS[event.type].model_validate(event.data))
     if event.type in NOTIFICATION_MODELS:
         return event.tenant, notification_entry(event, NOTIFICATION_MODELS[event.type].model_validate(event.data))
+    if event.type in FEEDBACK_MODELS:
+        return event.tenant, feedback_entry(event, FEEDBACK_MODELS[event.type].model_validate(event.data))
     raise InvalidEvent("unsupported_type", f"event type {event.type!r} is not accepted here")
 
 

@@ -2,10 +2,10 @@
 
 Run it with the timeline service stopped (it refuses while the group has members). It empties the projection
 (keeping the list of erased customers, so an erasure stays an erasure), replays ``touchpoint.identity.v1``, then
-``touchpoint.routing.v1`` and ``touchpoint.notification.v1``, each from the beginning to its current end, through
-the same projection code with publishing switched off (downstream topics already carry these entries), and
-moves the service's consumer group to those ends. Routing and notification entries replayed after every merge
-land on the survivors directly.
+``touchpoint.routing.v1``, ``touchpoint.notification.v1`` and ``touchpoint.feedback.v1``, each from the beginning
+to its current end, through the same projection code with publishing switched off (downstream topics already
+carry these entries), and moves the service's consumer group to those ends. Routing, notification and feedback
+entries replayed after every merge land on the survivors directly.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from shared.ops import partitions
 
 TABLES = ("entries", "aliases", "applied_merges", "customers", "identifiers")
 # Identity first: entries replayed after every merge and split land on their final owner directly.
-REPLAYED = (topics.IDENTITY, topics.ROUTING, topics.NOTIFICATIONS)
+REPLAYED = (topics.IDENTITY, topics.ROUTING, topics.NOTIFICATIONS, topics.FEEDBACK)
 
 
 class _Silent:

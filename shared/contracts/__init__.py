@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from shared.contracts import types
 from shared.contracts.business import BUSINESS_MODELS
 from shared.contracts.consent import CONSENT_MODELS
+from shared.contracts.feedback import FEEDBACK_INBOUND_MODELS, FEEDBACK_MODELS
 from shared.contracts.identity import CustomerErasedV1, CustomersMergedV1, CustomerSplitV1
 from shared.contracts.interaction import (
     Identifier,
@@ -37,6 +38,8 @@ MODELS: dict[str, type[BaseModel]] = {
     **BUSINESS_MODELS,
     **CONSENT_MODELS,
     **NOTIFICATION_MODELS,
+    **FEEDBACK_INBOUND_MODELS,
+    **FEEDBACK_MODELS,
 }
 
 CONTRACTS_DIR = Path(__file__).parent

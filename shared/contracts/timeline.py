@@ -22,7 +22,10 @@ class TimelineEntryAddedV1(BaseModel):
     ``notification`` for an event of a notification to the customer, which carries ``details.event`` (scheduled,
     held, sent, delivered, failed, suppressed, follow_up_answered) and the notification event's other fields in
     ``details``; only a sent notification has a direction (``outbound``), and ``channel`` is ``other`` when the
-    notification has no channel that is a timeline channel (``details.channel`` has the notification's own).
+    notification has no channel that is a timeline channel (``details.channel`` has the notification's own), or
+    ``feedback`` for a feedback event about the customer, which carries ``details.event`` (invited, suppressed,
+    responded, detractor_detected, loop_closed) and the feedback event's other fields in ``details``; only a
+    response has a direction (``inbound``), and ``channel`` follows the notification rule.
     """
 
     model_config = ConfigDict(extra="ignore")

@@ -43,6 +43,14 @@ NOTIFICATION_DELIVERED = "touchpoint.notification.delivered.v1"
 NOTIFICATION_FAILED = "touchpoint.notification.failed.v1"
 NOTIFICATION_SUPPRESSED = "touchpoint.notification.suppressed.v1"
 NOTIFICATION_FOLLOW_UP_ANSWERED = "touchpoint.notification.follow_up_answered.v1"
+FEEDBACK_RESPONSE_SUBMITTED = "touchpoint.feedback.response_submitted.v1"
+PRODUCT_RATED = "touchpoint.product.rated.v1"
+FEEDBACK_INVITED = "touchpoint.feedback.invited.v1"
+FEEDBACK_SUPPRESSED = "touchpoint.feedback.suppressed.v1"
+FEEDBACK_RESPONDED = "touchpoint.feedback.responded.v1"
+FEEDBACK_DETRACTOR_DETECTED = "touchpoint.feedback.detractor_detected.v1"
+FEEDBACK_LOOP_CLOSED = "touchpoint.feedback.loop_closed.v1"
+FEEDBACK_PRODUCT_ALERT = "touchpoint.feedback.product_alert.v1"
 
 
 def short_name(event_type: str) -> str:

@@ -1,7 +1,8 @@
-"""Routing decisions and notifications on the customer timeline, through real Kafka and PostgreSQL: the timeline
-service (in this process) consumes ``touchpoint.routing.v1`` and ``touchpoint.notification.v1`` next to the
-identity topic, records each decision or notification event once on the merged survivor, publishes it downstream
-once, and ignores queue movements; redeliveries change nothing."""
+"""Routing decisions, notifications and feedback on the customer timeline, through real Kafka and PostgreSQL: the
+timeline service (in this process) consumes ``touchpoint.routing.v1``, ``touchpoint.notification.v1`` and
+``touchpoint.feedback.v1`` next to the identity topic, records each decision, notification or feedback event once
+on the merged survivor, publishes it downstream once, and ignores queue movements and product alerts;
+redeliveries change nothing."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ async def publish(stack, spec, records) -> None:
 
 
 async def settled(stack) -> bool:
-    for spec in (topics.IDENTITY, topics.ROUTING, topics.NOTIFICATIONS):
+    for spec in (topics.IDENTITY, topics.ROUTING, topics.NOTIFICATIONS, topics.FEEDBACK):
         if await kafka_io.lag(stack.bootstrap_servers, stack.prefix + GROUP, stack.topic(spec.name)):
             return False
     return True
@@ -168,6 +169,48 @@ async def test_a_notification_event_is_one_entry_on_the_merged_survivor_and_publ
         assert profile["entry_count"] == 1, "notifications are not contacts"
 
 
+async def test_a_feedback_event_is_one_entry_on_the_merged_survivor_and_product_alerts_are_not_recorded(infra):
+    survivor, merged = str(uuid.uuid4()), str(uuid.uuid4())
+    async with timeline_service(infra) as (stack, app):
+        await publish(stack, topics.IDENTITY, [
+            record(types.INTERACTION_RESOLVED, survivor, customer_id=survivor, event_id=str(uuid.uuid4())),
+            record(types.CUSTOMERS_MERGED, survivor, merge_id=str(uuid.uuid4()), survivor_id=survivor, merged_ids=[merged])])
+        await kafka_io.wait_for(lambda: settled(stack), timeout=60, what="merge applied")
+
+        responded = record(types.FEEDBACK_RESPONDED, merged, customer_id=merged)
+        detractor = record(types.FEEDBACK_DETRACTOR_DETECTED, merged, customer_id=merged)
+        alert = record(types.FEEDBACK_PRODUCT_ALERT, "fibre-250")
+        unknown = (merged.encode(), b"{}", [(k, types.FEEDBACK_RESPONDED.replace("v1", "v9").encode())
+                                            if k == "ce_type" else (k, v) for k, v in responded[2]])
+        await publish(stack, topics.FEEDBACK, [responded, detractor, alert, responded, unknown])
+        await kafka_io.wait_for(lambda: settled(stack), timeout=60, what="feedback events consumed")
+        redelivered = await kafka_io.read_all(stack.bootstrap_servers, stack.topic(topics.FEEDBACK.name))
+        await app.state.projection.process(redelivered)
+
+        rows = await fetch(stack, "SELECT customer_id, kind, channel, payload FROM timeline.entries WHERE tenant = $1"
+                                  " AND kind <> 'interaction' ORDER BY payload::jsonb->'details'->>'event' DESC", TENANT)
+        assert [(r["customer_id"], r["kind"], r["channel"], orjson.loads(r["payload"])["details"]["event"])
+                for r in rows] == [(survivor, "feedback", "whatsapp", "responded"),
+                                   (survivor, "feedback", "whatsapp", "detractor_detected")]
+        assert orjson.loads(rows[0]["payload"])["direction"] == "inbound"
+
+        downstream = [orjson.loads(r.value) for r in
+                      await kafka_io.read_all(stack.bootstrap_servers, stack.topic(topics.TIMELINE.name))]
+        feedback = [e for e in downstream if e["kind"] == "feedback"]
+        assert sorted(e["details"]["event"] for e in feedback) == ["detractor_detected", "responded"], "each once"
+        assert {e["customer_id"] for e in feedback} == {survivor}
+
+        dead = await kafka_io.read_all(stack.bootstrap_servers, stack.topic(topics.FEEDBACK.dead_letter()))
+        assert len(dead) == 2, "the unknown type, dead-lettered on delivery and on redelivery"
+        assert {dict(r.headers)["touchpoint.errors.reason"] for r in dead} == {b"unsupported_type"}
+
+        key = await stack.api_key(TENANT, ["read"])
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://timeline",
+                                     headers={"Authorization": f"Bearer {key}"}) as client:
+            profile = (await client.get(f"/v1/customers/{merged}")).json()
+        assert profile["entry_count"] == 1, "feedback is not a contact"
+
+
 async def held_while(pool, hold, concurrent) -> None:
     """Run ``hold(conn)`` in a transaction, start ``concurrent`` and check it waits until that transaction ends."""
     async with pool.acquire() as conn, conn.transaction():
@@ -216,21 +259,24 @@ def consumer_record(spec, rec: tuple[bytes, bytes, list]) -> ConsumerRecord:
     return ConsumerRecord(spec.name, 0, 0, 0, 0, key, value, None, len(key), len(value), tuple(headers))
 
 
-async def test_a_rebuild_restores_routing_and_notification_entries_on_the_survivor(infra):
+async def test_a_rebuild_restores_routing_notification_and_feedback_entries_on_the_survivor(infra):
     stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
     survivor, merged = str(uuid.uuid4()), str(uuid.uuid4())
     await publish(stack, topics.ROUTING, [record(types.ROUTING_CONVERSATION_OFFERED, merged, customer_id=merged),
                                           record(types.ROUTING_QUEUE_POSITION_CHANGED, merged, customer_id=merged)])
     await publish(stack, topics.NOTIFICATIONS, [record(types.NOTIFICATION_SENT, merged, customer_id=merged)])
+    await publish(stack, topics.FEEDBACK, [record(types.FEEDBACK_LOOP_CLOSED, merged, customer_id=merged),
+                                           record(types.FEEDBACK_PRODUCT_ALERT, "fibre-250")])
     await publish(stack, topics.IDENTITY, [
         record(types.INTERACTION_RESOLVED, survivor, customer_id=survivor, event_id=str(uuid.uuid4())),
         record(types.CUSTOMERS_MERGED, survivor, merge_id=str(uuid.uuid4()), survivor_id=survivor, merged_ids=[merged])])
     settings = TimelineSettings(kafka_bootstrap_servers=stack.bootstrap_servers, database_url=stack.database_url,
                                 topic_prefix=stack.prefix)
-    assert await rebuild(settings) == 5
+    assert await rebuild(settings) == 7
     rows = await fetch(stack, "SELECT customer_id, kind FROM timeline.entries WHERE tenant = $1 ORDER BY occurred_at", TENANT)
     assert [(r["customer_id"], r["kind"]) for r in rows] == [
-        (survivor, "interaction"), (survivor, "routing.conversation_offered"), (survivor, "notification")]
+        (survivor, "interaction"), (survivor, "routing.conversation_offered"), (survivor, "feedback"),
+        (survivor, "notification")]
     assert await settled(stack), "the service's group resumes after what was replayed"
 
 

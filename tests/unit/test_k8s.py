@@ -19,8 +19,13 @@ from types import ModuleType
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import SecretStr
 
-from services.routing.config import parse_config
+from services.feedback.config import parse_config as parse_feedback_config
+from services.feedback.settings import FeedbackSettings
+from services.notification.config import parse_config as parse_notification_config
+from services.notification.settings import NotificationSettings
+from services.routing.config import parse_config as parse_routing_config
 from shared import topics
 from shared.settings import ServiceSettings
 from shared.topics import REGISTRY, TopicSpec
@@ -30,7 +35,7 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
-SERVICES = ("ingestion", "identity", "timeline", "routing")
+SERVICES = ("ingestion", "identity", "timeline", "routing", "notification", "feedback")
 # The oldest Kubernetes release the manifests must be valid for.
 KUBERNETES_VERSION = "1.30"
 CUSTOM_KINDS = {
@@ -49,7 +54,13 @@ CREDENTIAL_IN_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/@:]+:[^\s/@]+@", re.IG
 SECRET_LOOKING_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|DATABASE_URL|DSN", re.IGNORECASE)
 # `res.subscribe(topics.IDENTITY.name, ...)` in a service's composition root (services/<name>/main.py).
 SUBSCRIPTION = re.compile(r"\.subscribe\(\s*topics\.([A-Z_]+)\.name")
-ROUTING_CONFIG_MAP = "touchpoint-routing-config"
+# Services that read a configuration file (TOUCHPOINT_<SERVICE>_CONFIG) from a ConfigMap, with its parser.
+CONFIG_PARSERS = {"routing": parse_routing_config, "notification": parse_notification_config,
+                  "feedback": parse_feedback_config}
+# Holds the notification service's answer-link secret and channel credentials; created by the operator.
+NOTIFICATION_SECRET = "touchpoint-notification"
+# Holds the feedback service's survey-link secret; created by the operator.
+FEEDBACK_SECRET = "touchpoint-feedback"
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -63,7 +74,7 @@ def _load_script(name: str) -> ModuleType:
 
 render = _load_script("render")
 render_topics = _load_script("render_topics")
-render_routing_config = _load_script("render_routing_config")
+render_config_maps = _load_script("render_config_maps")
 
 
 @functools.cache
@@ -140,10 +151,15 @@ def test_topic_manifest_matches_the_registry():
     assert committed == render_topics.render(), "stale: run .venv/bin/python deploy/k8s/render_topics.py"
 
 
-def test_routing_config_map_matches_the_routing_config():
-    committed = (K8S / "base" / "routing-config.yaml").read_text()
-    assert committed == render_routing_config.render(), (
-        "stale: run .venv/bin/python deploy/k8s/render_routing_config.py")
+def test_config_maps_are_rendered_for_every_service_with_a_config_file():
+    assert set(render_config_maps.SERVICES) == set(CONFIG_PARSERS)
+
+
+@pytest.mark.parametrize("service", CONFIG_PARSERS)
+def test_config_map_matches_the_service_config(service):
+    committed = render_config_maps.output(service).read_text()
+    assert committed == render_config_maps.render(service), (
+        "stale: run .venv/bin/python deploy/k8s/render_config_maps.py")
 
 
 def test_offline_renderer_refuses_features_it_does_not_implement(tmp_path):
@@ -254,19 +270,51 @@ def test_no_secret_is_committed_in_plaintext(docs):
             assert not literal, f"{doc['metadata']['name']}: literal value for {literal}"
 
 
-def test_routing_reads_its_config_map_through_a_directory_mount(docs):
-    deployment = _one(docs, "Deployment", "touchpoint-routing")
+@pytest.mark.parametrize("service", CONFIG_PARSERS)
+def test_service_reads_its_config_map_through_a_directory_mount(docs, service):
+    deployment = _one(docs, "Deployment", f"touchpoint-{service}")
     container = _container(deployment)
-    path = Path(_env(container)["TOUCHPOINT_ROUTING_CONFIG"]["value"])
+    path = Path(_env(container)[f"TOUCHPOINT_{service.upper()}_CONFIG"]["value"])
     (mount,) = [m for m in container["volumeMounts"] if path.is_relative_to(m["mountPath"])]
     # subPath mounts never receive ConfigMap updates, and the service re-reads the file when it changes.
     assert mount.get("readOnly") is True and "subPath" not in mount
     (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
-    assert volume["configMap"]["name"] == ROUTING_CONFIG_MAP
-    data = _one(docs, "ConfigMap", ROUTING_CONFIG_MAP)["data"]
+    config_map = render_config_maps.config_map_name(service)
+    assert volume["configMap"]["name"] == config_map
+    data = _one(docs, "ConfigMap", config_map)["data"]
     key = str(path.relative_to(mount["mountPath"]))
     assert set(data) == {key}
-    assert parse_config(data[key], source=f"ConfigMap {ROUTING_CONFIG_MAP}").tenants
+    assert CONFIG_PARSERS[service](data[key], source=f"ConfigMap {config_map}").tenants
+
+
+def _secret_fields(settings: type[ServiceSettings]) -> list[str]:
+    """The service's own SecretStr settings (the database URL is checked for every workload)."""
+    return [name for name, field in settings.model_fields.items()
+            if name not in ServiceSettings.model_fields
+            and SecretStr in (field.annotation, *getattr(field.annotation, "__args__", ()))]
+
+
+def test_notification_secrets_come_from_its_secret_and_only_the_answer_secret_is_required(docs):
+    env = _env(_container(_one(docs, "Deployment", "touchpoint-notification")))
+    secret_fields = _secret_fields(NotificationSettings)
+    assert "answer_secret" in secret_fields
+    for field in secret_fields:
+        ref = env[f"TOUCHPOINT_{field.upper()}"]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == NOTIFICATION_SECRET
+        # The settings default for the answer secret is public: a pod without the real one must not start.
+        assert ref.get("optional", False) is (field != "answer_secret"), field
+    channel_settings = [e for e in env.values() if "secretKeyRef" in e.get("valueFrom", {})
+                        and e["valueFrom"]["secretKeyRef"]["name"] == NOTIFICATION_SECRET]
+    assert {e["name"] for e in channel_settings} >= {"TOUCHPOINT_SMTP_HOST", "TOUCHPOINT_TWILIO_BASE_URL",
+                                                      "TOUCHPOINT_WHATSAPP_BASE_URL"}
+
+
+def test_feedback_survey_secret_is_required_from_its_secret(docs):
+    env = _env(_container(_one(docs, "Deployment", "touchpoint-feedback")))
+    assert _secret_fields(FeedbackSettings) == ["survey_secret"]
+    # The settings default is public: a pod without the real secret must not start rather than sign with it.
+    assert env["TOUCHPOINT_SURVEY_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": FEEDBACK_SECRET,
+                                                                           "key": "survey-secret"}
 
 
 def test_migration_job_runs_the_cli(docs):
@@ -385,6 +433,8 @@ def test_prod_is_highly_available_with_disruption_budgets_and_bigger_pods():
     assert scaled["touchpoint-timeline"]["spec"]["minReplicaCount"] == 3
     assert scaled["touchpoint-identity"]["spec"]["minReplicaCount"] == 2
     assert scaled["touchpoint-routing"]["spec"]["minReplicaCount"] == 2
+    assert scaled["touchpoint-notification"]["spec"]["minReplicaCount"] == 2
+    assert scaled["touchpoint-feedback"]["spec"]["minReplicaCount"] == 2
     assert _one(docs, "Cluster", DB_CLUSTER)["spec"]["instances"] == 3
     assert sum(p["spec"]["replicas"] for p in _of_kind(docs, "KafkaNodePool").values()) == 3
     assert _kafka_config(docs)["default.replication.factor"] == 3

@@ -33,8 +33,11 @@ def test_each_topic_carries_exactly_its_models():
 
 
 def test_topics_name_their_producers_consumers_and_keys():
-    for spec in (topics.BUSINESS, topics.CONSENT):
-        assert (spec.producer, spec.consumers, spec.public, spec.partitions) == ("upstream", ("notification",), True, 6)
+    assert (topics.BUSINESS.producer, topics.BUSINESS.consumers, topics.BUSINESS.public) == (
+        "upstream", ("notification", "feedback"), True)
+    assert (topics.CONSENT.producer, topics.CONSENT.consumers, topics.CONSENT.public) == (
+        "upstream", ("notification",), True)
+    assert topics.BUSINESS.partitions == topics.CONSENT.partitions == 6
     notifications = topics.NOTIFICATIONS
     assert (notifications.name, notifications.producer, notifications.consumers, notifications.key) == (
         "touchpoint.notification.v1", "notification", ("timeline", "routing", "downstream"), "customer id")

@@ -36,12 +36,15 @@ def test_each_topic_carries_exactly_its_models():
 
 
 def test_topics_name_their_producers_consumers_and_keys():
-    for spec in (topics.AGENTS, topics.CONVERSATIONS):
-        assert (spec.producer, spec.consumers, spec.public, spec.partitions) == ("upstream", ("routing",), True, 6)
+    assert (topics.AGENTS.producer, topics.AGENTS.consumers, topics.AGENTS.public) == (
+        "upstream", ("routing", "feedback"), True)
+    assert (topics.CONVERSATIONS.producer, topics.CONVERSATIONS.consumers, topics.CONVERSATIONS.public) == (
+        "upstream", ("routing",), True)
+    assert topics.AGENTS.partitions == topics.CONVERSATIONS.partitions == 6
     assert (topics.AGENTS.key, topics.CONVERSATIONS.key) == ("agent id", "conversation id")
     routing = topics.ROUTING
     assert (routing.producer, routing.consumers, routing.public, routing.key) == (
-        "routing", ("timeline", "downstream"), True, "customer id")
+        "routing", ("timeline", "notification", "feedback", "downstream"), True, "customer id")
 
 
 @pytest.mark.parametrize("event_type", sorted({**AGENT_MODELS, **CONVERSATION_MODELS, **ROUTING_MODELS}))

@@ -1,5 +1,5 @@
-"""What the timeline records for a routing event, a notification event and an interaction, from the contract
-examples."""
+"""What the timeline records for a routing event, a notification event, a feedback event and an interaction,
+from the contract examples."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import json
 import orjson
 import pytest
 
-from services.timeline.entries import interaction_entry, notification_entry, routing_entry
+from services.timeline.entries import feedback_entry, interaction_entry, notification_entry, routing_entry
 from shared.cloudevents import from_structured
 from shared.contracts import EXAMPLES_DIR, types
+from shared.contracts.feedback import FEEDBACK_MODELS
 from shared.contracts.interaction import InteractionResolvedV1
 from shared.contracts.notification import NOTIFICATION_MODELS
 from shared.contracts.routing import ROUTING_MODELS
@@ -18,6 +19,7 @@ from shared.contracts.timeline import TimelineEntryAddedV1
 
 pytestmark = pytest.mark.unit
 TENANT = "example"
+CUSTOMER_FEEDBACK = sorted(set(FEEDBACK_MODELS) - {types.FEEDBACK_PRODUCT_ALERT})
 
 
 def example(event_type: str):
@@ -107,4 +109,43 @@ def test_a_notification_without_a_timeline_channel_is_on_channel_other(channel, 
     event = example(types.NOTIFICATION_SCHEDULED)
     notification = NOTIFICATION_MODELS[event.type].model_validate({**event.data, "channel": channel})
     read = published(notification_entry(event, notification))
+    assert (read.channel, read.details["channel"]) == (entry_channel, channel)
+
+
+@pytest.mark.parametrize("event_type", CUSTOMER_FEEDBACK)
+def test_a_feedback_event_becomes_a_feedback_entry(event_type):
+    event = example(event_type)
+    feedback = FEEDBACK_MODELS[event_type].model_validate(event.data)
+    entry = feedback_entry(event, feedback)
+    read = published(entry)
+    assert read.kind == "feedback" and read.details["event"] == event_type.split(".")[2]
+    assert (read.customer_id, read.source, read.event_id, read.occurred_at) == (
+        feedback.customer_id, event.source, event.id, feedback.at)
+    assert read.direction == ("inbound" if event_type == types.FEEDBACK_RESPONDED else None)
+    assert read.details["survey_id"] == feedback.survey_id
+    assert read.details["invitation_id"] == feedback.invitation_id
+    assert not {"customer_id", "at"} & set(read.details) and entry.identifiers == ()
+    assert read.entry_id == feedback_entry(event, feedback).entry_id(TENANT), "stable across redeliveries"
+
+
+def test_feedback_details_carry_the_event_and_the_entry_its_links():
+    event = example(types.FEEDBACK_DETRACTOR_DETECTED)
+    read = published(feedback_entry(event, FEEDBACK_MODELS[event.type].model_validate(event.data)))
+    assert (read.channel, read.conversation_id, read.agent_id, read.language) == ("whatsapp", "conv-912", "agent-17", "de")
+    assert read.details == {
+        "event": "detractor_detected", "invitation_id": "5b7d9f1a-2c3e-4f5a-8b6c-7d8e9f0a1b2c",
+        "survey_id": "csat_after_case", "response_id": "5b7d9f1a-2c3e-4f5a-8b6c-7d8e9f0a1b2c", "metric": "csat",
+        "score": 2, "follow_up_conversation_id": "feedback-followup:5b7d9f1a-2c3e-4f5a-8b6c-7d8e9f0a1b2c",
+        "priority": 10, "sla_s": 172800, "due_at": "2026-11-23T18:05:00Z", "team": "billing", "channel": "whatsapp"}
+    event = example(types.FEEDBACK_INVITED)
+    read = published(feedback_entry(event, FEEDBACK_MODELS[event.type].model_validate(event.data)))
+    assert (read.case_id, read.direction) == ("case-5207", None)
+    assert read.details["link"].startswith("http://localhost:8006/v1/surveys/") and "case_id" not in read.details
+
+
+@pytest.mark.parametrize(("channel", "entry_channel"), [("email", "email"), ("webhook", "other"), (None, "other")])
+def test_feedback_without_a_timeline_channel_is_on_channel_other(channel, entry_channel):
+    event = example(types.FEEDBACK_RESPONDED)
+    feedback = FEEDBACK_MODELS[event.type].model_validate({**event.data, "channel": channel})
+    read = published(feedback_entry(event, feedback))
     assert (read.channel, read.details["channel"]) == (entry_channel, channel)

@@ -95,6 +95,16 @@ class Desk:
         self._touch(c)
         return c
 
+    def follow_up(self, conversation_id: str, customer_id: str, channel: str, at: datetime, language: str | None,
+                  tags: list[str], priority: int) -> Conversation:
+        """The business asks for a conversation with the customer (a detractor's follow-up): ``conversation_id``
+        is opened and queued with ``priority`` on top of what its tags give. A conversation the desk already holds
+        under that id is returned unchanged, so asking twice opens one conversation."""
+        existing = self.conversations.get(conversation_id)
+        if existing is not None:
+            return existing
+        return self._open(conversation_id, customer_id, channel, min(at, self.now), language, tags, priority)
+
     def agent_replied(self, c: Conversation, at: datetime, agent_id: str | None) -> None:
         at = min(at, self.now)
         c.last_agent_reply_at = at
@@ -251,12 +261,13 @@ class Desk:
         return None
 
     def _open(self, cid: str, customer_id: str, channel: str, at: datetime, language: str | None,
-              tags: list[str]) -> Conversation:
+              tags: list[str], raise_priority: int = 0) -> Conversation:
         c = Conversation(conversation_id=cid, customer_id=customer_id, channel=channel, opened_at=at,
                          language=language, tags=list(tags), last_customer_at=at)
-        c.priority = _priority(tags)
+        c.priority = _priority(tags) + raise_priority
         c.tier = _tagged(tags, "tier")
         c.sentiment = _tagged(tags, "sentiment")
+        c.team = _tagged(tags, "team")
         self.conversations[cid] = c
         policy = self.config.sla_policy(c.task())
         if policy is not None:

@@ -34,6 +34,7 @@ class Conversation:
     priority: int = 0
     tier: str | None = None
     sentiment: str | None = None
+    team: str | None = None               # the team a ``team:<name>`` tag names (e.g. a detractor follow-up's)
     queue: str | None = None
     queued_at: datetime | None = None
     queue_reason: str = "new"
@@ -59,7 +60,7 @@ class Conversation:
         """The attributes workflow and SLA expressions see."""
         return {"channel": self.channel, "language": self.language, "task_language": self.language,
                 "tags": list(self.tags), "priority": self.priority, "tier": self.tier, "sentiment": self.sentiment,
-                "customer_id": self.customer_id, "conversation_id": self.conversation_id}
+                "team": self.team, "customer_id": self.customer_id, "conversation_id": self.conversation_id}
 
     def to_state(self) -> dict[str, Any]:
         state = asdict(self)

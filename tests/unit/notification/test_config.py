@@ -62,7 +62,7 @@ def shipped() -> TenantConfig:
 def test_shipped_example_loads_with_every_trigger(shipped):
     assert set(load_config(SHIPPED).tenants) == {"default"}
     assert list(shipped.triggers) == ["case_follow_up", "shipment_delayed", "case_stale", "sla_breached",
-                                      "accessories_offer"]
+                                      "survey_invitation", "accessories_offer"]
     assert (shipped.version, shipped.languages, shipped.default_language) == (1, ["de", "en"], "en")
     assert (shipped.default_time_zone, shipped.company) == ("Europe/Berlin", "Touchpoint")
     assert shipped.answer_link_base == "http://localhost:8005/v1/answers"
