@@ -16,12 +16,12 @@ from __future__ import annotations
 import html
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
-from services.feedback import repository as repo
 from services.feedback.service import Attribution, FeedbackError
 from shared.auth import Principal
 from shared.httpapi import ApiError, error_body, require_scope
@@ -30,6 +30,7 @@ router = APIRouter(prefix="/v1")
 read_scope = require_scope("read")
 write_scope = require_scope("ingest")  # upstream systems asking for a survey, like publishing an event
 MAX_BODY = 64 * 1024
+FORM = "application/x-www-form-urlencoded"   # what the survey page posts
 LABELS = {"en": {"send": "Send", "thanks": "Thank you for your feedback.", "invalid": "This link cannot be used"},
           "de": {"send": "Absenden", "thanks": "Vielen Dank für Ihr Feedback.", "invalid": "Dieser Link ist nicht gültig"}}
 
@@ -75,7 +76,7 @@ async def survey(request: Request, token: str) -> Any:
         invitation, s, cfg = await service.survey_for(token)
     except FeedbackError as exc:
         return _error(request, exc)
-    lang = invitation["language"] if invitation["language"] in s.title else cfg.default_language
+    lang = cfg.language_for(invitation["language"])  # "de-AT" sees the German form
     if _wants_json(request):
         return {"survey_id": s.id, "version": s.version, "title": s.title.get(lang), "language": lang,
                 "questions": [{"id": q.id, "kind": q.kind, "text": q.text.get(lang), "required": q.required,
@@ -99,8 +100,11 @@ async def respond(request: Request, token: str) -> Any:
             answers = await request.json()
             if not isinstance(answers, dict):
                 raise ValueError("the body must be a JSON object of question id -> answer")
+        elif content_type.startswith(FORM) or not content_type:
+            # Parsed here: Starlette's form parsing needs python-multipart, which the survey form does not.
+            answers = dict(parse_qsl(raw.decode("utf-8"), max_num_fields=200))  # blank fields left out
         else:
-            answers = {k: v for k, v in (await request.form()).items() if v != ""}
+            return JSONResponse(error_body("unsupported_media_type", f"post application/json or {FORM}"), 415)
     except ValueError as exc:
         return JSONResponse(error_body("invalid_body", str(exc)), 400)
     try:
@@ -109,7 +113,8 @@ async def respond(request: Request, token: str) -> Any:
         return _error(request, exc)
     if _wants_json(request) or content_type.startswith("application/json"):
         return result
-    return HTMLResponse(_page("en", LABELS["en"]["thanks"], ""))
+    lang = result["language"] if result["language"] in LABELS else "en"
+    return HTMLResponse(_page(lang, LABELS[lang]["thanks"], ""))
 
 
 class InvitationBody(BaseModel):
@@ -152,6 +157,5 @@ async def metrics(request: Request, metric: Literal["nps", "csat", "ces"],
 
 @router.get("/loops")
 async def loops(request: Request, principal: Principal = Depends(read_scope)) -> dict:
-    async with request.app.state.resources.pool.acquire() as conn:
-        row = await repo.loops_summary(conn, principal.tenant)
-    return dict(row)
+    """Detractor follow-ups: opened, closed, overdue (open past their SLA), mean and median seconds to close."""
+    return await request.app.state.service.loops(principal.tenant)

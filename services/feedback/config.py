@@ -23,18 +23,16 @@ new file is invalid, so a bad edit never stops feedback.
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.feedback.domain.fatigue import FatigueRules
 from services.feedback.domain.surveys import DEFAULT_MAX_LENGTH, Question, Survey, question_problems
-from shared.config_file import ReloadingFile
+from shared import config_file
+from shared.config_file import ConfigError, Path_, ReloadingFile, dotted, raise_any  # noqa: F401 - ConfigError is part of this module's API
 
 DEFAULT_TENANT = "default"
 CASE_RESOLVED = "touchpoint.case.resolved.v1"
@@ -42,24 +40,6 @@ CONVERSATION_RESOLVED = "touchpoint.routing.conversation_resolved.v1"
 CALL = "call"       # an interaction.resolved event on the phone channel (identity topic)
 TRIGGER_SOURCES = (CASE_RESOLVED, CONVERSATION_RESOLVED, CALL)
 
-Path_ = tuple[str | int, ...]
-
-
-class ConfigError(ValueError):
-    """A configuration file that cannot be read or is invalid; the message lists every problem found."""
-
-
-class _Problems(ValueError):
-    """Validation errors about locations below the model that detects them (cross-field checks)."""
-
-    def __init__(self, problems: list[tuple[Path_, str]]) -> None:
-        super().__init__("; ".join(f"{_dotted(path)}: {message}" for path, message in problems))
-        self.problems = problems
-
-
-def _raise_any(problems: list[tuple[Path_, str]]) -> None:
-    if problems:
-        raise _Problems(problems)
 
 
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")]
@@ -97,7 +77,7 @@ class QuestionConfig(_Model):
             question_problems(self.kind, self.min, self.max, self._choice_ids(), self._max_length())]
         if self.max_length is not None and self.kind != "text":
             problems.append((("max_length",), "only for kind text"))
-        _raise_any(problems)
+        raise_any(problems)
         return self
 
     def _max_length(self) -> int:
@@ -124,7 +104,7 @@ class SurveyConfig(_Model):
     @model_validator(mode="after")
     def _unique_ids(self) -> SurveyConfig:
         ids = [question.id for question in self.questions]
-        _raise_any([(("questions", index, "id"), f"{qid!r} listed twice")
+        raise_any([(("questions", index, "id"), f"{qid!r} listed twice")
                     for index, qid in enumerate(ids) if qid in ids[:index]])
         return self
 
@@ -205,7 +185,7 @@ class TenantConfig(_Model):
                 problems.append((("triggers", name, "survey"), f"unknown survey {trigger.survey!r} (known: {known})"))
         for survey_id, survey in self.surveys.items():
             problems += [(("surveys", survey_id) + path, message) for path, message in self._wording_problems(survey)]
-        _raise_any(problems)
+        raise_any(problems)
         return self
 
     def _wording_problems(self, survey: SurveyConfig) -> list[tuple[Path_, str]]:
@@ -266,80 +246,16 @@ class FeedbackConfig(_Model):
 
 
 def load_config(path: str | Path | None) -> FeedbackConfig:
-    """The configuration in the file at ``path``; None gives the built-in defaults (no surveys).
+    """The configuration in the file at ``path``; None gives the built-in defaults.
     Raises :class:`ConfigError` when the file cannot be read or is invalid."""
-    if path is None:
-        return FeedbackConfig()
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"feedback config {path}: cannot read: {exc}") from exc
-    return parse_config(text, source=str(path), json_format=path.suffix.lower() == ".json")
+    return config_file.load(path, FeedbackConfig, "feedback config")
 
 
 def parse_config(text: str | Mapping[str, Any], source: str = "<feedback config>",
                  json_format: bool = False) -> FeedbackConfig:
     """The configuration in ``text`` (YAML, JSON with ``json_format``, or already parsed data);
     ConfigError when invalid."""
-    if isinstance(text, Mapping):
-        data: Any = dict(text)
-    else:
-        data = _read_json(text, source) if json_format else _read_yaml(text, source)
-    if not isinstance(data, dict):
-        found = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise ConfigError(f"feedback config {source}: expected a mapping with a 'tenants' key, found {found}")
-    try:
-        return FeedbackConfig.model_validate(data)
-    except ValidationError as exc:
-        lines = [line for error in exc.errors() for line in _describe(error)]
-        raise ConfigError(f"feedback config {source} is invalid:\n" + "\n".join(lines)) from exc
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with only true/false (any case) as booleans, so that ``on``, ``yes`` and ``no`` stay text."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
-
-
-def _read_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"feedback config {source}: not valid YAML{where}: {reason}") from exc
-
-
-def _read_json(text: str, source: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"feedback config {source}: not valid JSON at line {exc.lineno}, "
-                          f"column {exc.colno}: {exc.msg}") from exc
-
-
-def _describe(error: Mapping[str, Any]) -> list[str]:
-    path, message = tuple(error["loc"]), error["msg"]
-    cause = error.get("ctx", {}).get("error")
-    if isinstance(cause, _Problems):
-        return [f"  {_dotted(path + sub)}: {text}" for sub, text in cause.problems]
-    if isinstance(cause, ValueError):
-        message = str(cause)
-    return [f"  {_dotted(path)}: {message}"]
-
-
-def _dotted(path: Sequence[str | int]) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
+    return config_file.parse(text, FeedbackConfig, "feedback config", source, json_format)
 
 
 class ConfigSource(ReloadingFile[FeedbackConfig]):

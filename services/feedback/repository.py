@@ -150,7 +150,8 @@ async def score_counts(conn: asyncpg.Connection, tenant: str, metric: str, by: s
     """(key, period start, score, count) over the responses whose primary metric is ``metric``: the exact
     aggregate every estimate is computed from (the score scales are small, so this is one row per score)."""
     key = f"coalesce({DIMENSIONS[by]}, '(none)')" if by else "''"
-    bucket = f"date_trunc('{period}', submitted_at)" if period else "NULL::timestamptz"
+    # Periods are UTC days, weeks (from Monday) and months, whatever the database's TimeZone setting.
+    bucket = f"date_trunc('{period}', submitted_at, 'UTC')" if period else "NULL::timestamptz"
     return await conn.fetch(
         f"""SELECT {key} AS key, {bucket} AS period, score, count(*) AS n FROM feedback.responses
             WHERE tenant = $1 AND metric = $2 AND ($3::timestamptz IS NULL OR submitted_at >= $3)
@@ -162,10 +163,11 @@ async def tenants_with_responses(conn: asyncpg.Connection) -> list[str]:
     return [r["tenant"] for r in await conn.fetch("SELECT DISTINCT tenant FROM feedback.responses")]
 
 
-async def loops_summary(conn: asyncpg.Connection, tenant: str) -> Any:
+async def loops_summary(conn: asyncpg.Connection, tenant: str, now: datetime) -> Any:
+    """Follow-ups opened, closed and overdue at ``now`` (open past their due time), mean and median time to close."""
     return await conn.fetchrow(
         """SELECT count(*) AS opened, count(closed_at) AS closed,
-                  count(*) FILTER (WHERE closed_at IS NULL AND due_at < now()) AS overdue,
+                  count(*) FILTER (WHERE closed_at IS NULL AND due_at < $2) AS overdue,
                   avg(extract(epoch FROM closed_at - opened_at)) AS mean_close_s,
                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM closed_at - opened_at)) AS median_close_s
-           FROM feedback.loops WHERE tenant = $1""", tenant)
+           FROM feedback.loops WHERE tenant = $1""", tenant, now)

@@ -164,6 +164,10 @@ class FeedbackService:
         elif e.type == types.ROUTING_CONVERSATION_RESOLVED:
             await self._conversation_resolved(conn, tenant, e, m, batch)
         else:
+            if e.type == types.FEEDBACK_RESPONSE_SUBMITTED:
+                # Checked before the customer is resolved: an invalid response goes to the dead-letter topic now
+                # instead of being parked and failing the customer snapshot that would release it.
+                _checked_answers(self.tenant_config(tenant), m)
             customer_id = await self._customer(conn, tenant, m.customer, e)
             if customer_id is not None:
                 await self._upstream(conn, tenant, e, m, customer_id, batch)
@@ -210,8 +214,9 @@ class FeedbackService:
             return
         at = Attribution(m.conversation_id, None, m.agent_id, await repo.team_of(conn, tenant, m.agent_id),
                          m.channel)
-        await self._trigger(conn, tenant, e.type, m.customer_id, at, f"conversation:{m.conversation_id}:{e.id}",
-                            m.at, batch)
+        # Keyed by the resolution, not the event id: a re-sent resolution is not a new one.
+        await self._trigger(conn, tenant, e.type, m.customer_id, at,
+                            f"conversation:{m.conversation_id}:{m.at.isoformat()}", m.at, batch)
 
     # ---- invitations --------------------------------------------------------------------------------------
 
@@ -225,8 +230,10 @@ class FeedbackService:
     async def _invite(self, conn: asyncpg.Connection, tenant: str, cfg: Any, trigger: str, survey_id: str,
                       customer_id: str, at: Attribution, instance: str, due: datetime, batch: Emitted,
                       resurvey_of: str | None = None) -> uuid.UUID | None:
-        """Schedule an invitation unless fatigue rules stop it (then it is stored as suppressed, with its reason)."""
+        """Schedule an invitation unless fatigue rules stop it (then it is stored as suppressed, with its reason).
+        A merged customer id stands for its survivor, whose history the fatigue rules must see."""
         now = self.clock()
+        customer_id = await directory.survivor_of(conn, repo.SCHEMA, tenant, customer_id)
         survey = cfg.survey(survey_id)
         iid = repo.invitation_id(tenant, trigger, instance)
         # A re-survey measures the follow-up the customer just had: it is exempt from the fatigue rules.
@@ -249,13 +256,16 @@ class FeedbackService:
         return iid
 
     async def _fatigue(self, conn: asyncpg.Connection, tenant: str, cfg: Any, survey: Any, customer_id: str,
-                       at: Attribution, now: datetime, trigger: str | None, sample_key: str,
+                       at: Attribution, now: datetime, trigger: str | None, instance: str,
                        exclude: uuid.UUID | None) -> tuple[bool, str, str]:
-        """The fatigue verdict; ``trigger`` None (on demand, or the re-check when due) samples everyone."""
+        """The fatigue verdict; ``trigger`` None (on demand, or the re-check when due) samples everyone. The
+        sample is drawn per customer, survey and conversation (the trigger instance when there is none), so a
+        re-sent trigger is decided alike."""
         rows = await repo.past_invitations(conn, tenant, customer_id, now - FATIGUE_HORIZON, exclude)
         past = [fatigue.PastInvitation(r["at"], r["survey_id"], r["conversation_key"]) for r in rows]
         return tuple(fatigue.check(cfg.fatigue_rules(trigger), cfg.recontact_days(survey.id), past, survey.id,
-                                   at.conversation_key, now, f"{tenant}/{customer_id}/{sample_key}"))
+                                   at.conversation_key, now,
+                                   fatigue.sample_key(tenant, customer_id, survey.id, at.conversation_key or instance)))
 
     async def tick(self) -> int:
         """Send the invitations that are due (re-checking fatigue: another survey may have gone out meanwhile)."""
@@ -274,11 +284,19 @@ class FeedbackService:
     async def _due(self, conn: asyncpg.Connection, r: Any, now: datetime, batch: Emitted) -> None:
         tenant = r["tenant"]
         cfg = self.tenant_config(tenant)
-        survey = cfg.survey(r["survey_id"])
+        try:
+            survey = cfg.survey(r["survey_id"])
+        except KeyError:
+            survey = None
         at = Attribution(r["conversation_id"], r["case_id"], r["agent_id"], r["team"], r["channel"], r["product"],
                          r["language"])
-        allowed, reason, detail = (True, "ok", "") if r["resurvey_of"] else await self._fatigue(
-            conn, tenant, cfg, survey, r["customer_id"], at, now, None, r["trigger_instance"], r["invitation_id"])
+        if survey is None:  # removed from the configuration since it was scheduled: nothing to ask any more
+            allowed, reason, detail = False, "survey_removed", f"survey {r['survey_id']!r} is no longer configured"
+        elif r["resurvey_of"]:
+            allowed, reason, detail = True, "ok", ""
+        else:
+            allowed, reason, detail = await self._fatigue(conn, tenant, cfg, survey, r["customer_id"], at, now, None,
+                                                          r["trigger_instance"], r["invitation_id"])
         if not allowed:
             await repo.set_invitation(conn, tenant, r["invitation_id"], "suppressed", reason)
             batch.emit(tenant, types.FEEDBACK_SUPPRESSED, r["customer_id"], fc.FeedbackSuppressedV1(
@@ -288,7 +306,7 @@ class FeedbackService:
         expires = now + timedelta(seconds=cfg.token_ttl_s)
         token = tokens.issue({"t": tenant, "i": str(r["invitation_id"])}, expires, self.survey_secret)
         await repo.set_invitation(conn, tenant, r["invitation_id"], "invited", invited_at=now, expires_at=expires)
-        language = r["language"] or cfg.default_language
+        language = cfg.language_for(r["language"])  # "de-AT" is asked in German, "fr" in the default language
         batch.emit(tenant, types.FEEDBACK_INVITED, r["customer_id"], fc.FeedbackInvitedV1(
             invitation_id=str(r["invitation_id"]), customer_id=r["customer_id"], survey_id=r["survey_id"], at=now,
             link=f"{cfg.survey_link_base.rstrip('/')}/{token}", expires_at=expires, language=language,
@@ -326,6 +344,13 @@ class FeedbackService:
             raise FeedbackError(410 if exc.reason == "expired" else 400, exc.reason, str(exc)) from None
         return claims["t"], uuid.UUID(claims["i"])
 
+    @staticmethod
+    def _configured(cfg: Any, survey_id: str) -> Any:
+        try:
+            return cfg.survey(survey_id)
+        except KeyError:
+            raise FeedbackError(410, "survey_removed", "this survey is no longer offered") from None
+
     async def survey_for(self, token: str) -> tuple[Any, Any, Any]:
         """(invitation, survey, tenant config) for a survey link; raises :class:`FeedbackError`."""
         tenant, iid = self._claims(token)
@@ -336,7 +361,7 @@ class FeedbackService:
         if r["status"] == "responded":
             raise FeedbackError(409, "already_answered", "this survey was already answered")
         cfg = self.tenant_config(tenant)
-        return r, cfg.survey(r["survey_id"]), cfg
+        return r, self._configured(cfg, r["survey_id"]), cfg
 
     async def respond(self, token: str, answers: Mapping[str, Any]) -> dict[str, Any]:
         """Record the answers given through a survey link. Raises :class:`FeedbackError`."""
@@ -348,7 +373,7 @@ class FeedbackService:
             if r is None:
                 raise FeedbackError(404, "unknown_invitation", "this survey link does not belong to an invitation")
             cfg = self.tenant_config(tenant)
-            survey = cfg.survey(r["survey_id"])
+            survey = self._configured(cfg, r["survey_id"])
             try:
                 clean = surveys.validate_answers(survey, answers)
             except surveys.AnswerError as exc:
@@ -363,13 +388,13 @@ class FeedbackService:
         self._count(batch)
         # The events go out with the next tick (every TOUCHPOINT_TICK_INTERVAL_S): a burst of answers does not
         # make every request wait for Kafka.
-        return {"response_id": row["response_id"], "metric": row["metric"], "score": row["score"]}
+        return {"response_id": row["response_id"], "metric": row["metric"], "score": row["score"],
+                "language": cfg.language_for(r["language"])}
 
     async def _upstream_response(self, conn: asyncpg.Connection, tenant: str, m: Any, customer_id: str,
                                  batch: Emitted) -> None:
         cfg = self.tenant_config(tenant)
-        survey = _survey_or_adhoc(cfg, m.survey_id, m.answers)
-        clean = surveys.validate_answers(survey, m.answers)
+        survey, clean = _checked_answers(cfg, m)
         team = m.team or await repo.team_of(conn, tenant, m.agent_id)
         row = _response_row(f"upstream:{m.response_id}", None, customer_id, survey, "upstream", m.submitted_at,
                             clean, {"channel": m.channel, "conversation_id": m.conversation_id, "case_id": m.case_id,
@@ -404,11 +429,15 @@ class FeedbackService:
                            batch: Emitted) -> None:
         cfg = self.tenant_config(tenant)
         resurvey = None
-        if cfg.detractor_follow_up.resurvey:
+        # Only a survey of this tenant's configuration can be asked again (not an upstream tool's own survey).
+        if cfg.detractor_follow_up.resurvey and loop["survey_id"] in cfg.surveys:
             original = await conn.fetchrow("SELECT * FROM feedback.responses WHERE tenant = $1 AND response_id = $2",
                                            tenant, loop["response_id"])
+            invitation = (await repo.invitation(conn, tenant, original["invitation_id"])
+                          if original["invitation_id"] else None)
             at = Attribution(original["conversation_id"], original["case_id"], original["agent_id"], original["team"],
-                             original["channel"], original["product"])
+                             original["channel"], original["product"],
+                             invitation["language"] if invitation else None)
             resurvey = await self._invite(conn, tenant, cfg, RESURVEY, loop["survey_id"], loop["customer_id"], at,
                                           f"{RESURVEY}:{loop['response_id']}",
                                           closed_at + timedelta(seconds=cfg.detractor_follow_up.resurvey_delay_s),
@@ -453,6 +482,12 @@ class FeedbackService:
                         "low": est.low, "high": est.high})
         return out
 
+    async def loops(self, tenant: str) -> dict[str, Any]:
+        """Detractor follow-ups opened, closed, overdue now, and the mean and median time to close (seconds)."""
+        async with self.pool.acquire() as conn:
+            row = await repo.loops_summary(conn, tenant, self.clock())
+        return {k: float(v) if k.endswith("_s") and v is not None else v for k, v in row.items()}
+
     async def refresh_gauges(self, gauge: Any, responses: Any) -> None:
         """Prometheus gauges per tenant, metric and channel / team / product (all time), from the database."""
         async with self.pool.acquire() as conn:
@@ -496,6 +531,12 @@ def _survey_or_adhoc(cfg: Any, survey_id: str, answers: Mapping[str, Any]) -> su
                                              f"{', '.join(surveys.METRIC_KINDS)}")
     questions.sort(key=lambda q: q.kind not in surveys.METRIC_KINDS)
     return surveys.Survey(survey_id, 0, {"en": survey_id}, tuple(questions))
+
+
+def _checked_answers(cfg: Any, m: fc.ResponseSubmittedV1) -> tuple[surveys.Survey, dict[str, Any]]:
+    """The survey of an upstream response and its accepted answers; raises ``surveys.AnswerError``."""
+    survey = _survey_or_adhoc(cfg, m.survey_id, m.answers)
+    return survey, surveys.validate_answers(survey, m.answers)
 
 
 def _response_row(response_id: str, invitation_id: uuid.UUID | None, customer_id: str, survey: Any, source: str,

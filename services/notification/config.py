@@ -22,7 +22,6 @@ new file is invalid, so a bad edit never stops notifications.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -31,14 +30,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
 from pydantic import model_validator
 
 from services.notification.domain.model import CHANNELS, MAX_WINDOW_DAYS, Candidate, CapRule, QuietHours
 from services.notification.templates import (KNOWN_PLACEHOLDERS, LINK_PLACEHOLDERS, choose_language, names_in,
                                               syntax_errors)
-from shared.config_file import ReloadingFile
+from shared import config_file
+from shared.config_file import ConfigError, Path_, ReloadingFile, dotted, raise_any  # noqa: F401 - ConfigError is part of this module's API
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +45,6 @@ DEFAULT_TENANT = "default"
 EVENT_CHANNEL = "event"          # trigger channel: the channel the triggering case came in on
 CASE_STALE = "case_stale"        # trigger `on`: the internal timer for cases without updates
 
-Path_ = tuple[str | int, ...]
-
-
-class ConfigError(ValueError):
-    """A configuration file that cannot be read or is invalid; the message lists every problem found."""
-
-
-class _Problems(ValueError):
-    """Validation errors about locations below the model that detects them (cross-field checks)."""
-
-    def __init__(self, problems: list[tuple[Path_, str]]) -> None:
-        super().__init__("; ".join(f"{_dotted(path)}: {message}" for path, message in problems))
-        self.problems = problems
-
-
-def _raise_any(problems: list[tuple[Path_, str]]) -> None:
-    if problems:
-        raise _Problems(problems)
 
 
 def _clock(value: Any) -> time:
@@ -124,9 +105,9 @@ class CapConfig(_Model):
     @model_validator(mode="after")
     def _window_fits(self) -> CapConfig:
         if self.window == "calendar_week" and "days" in self.model_fields_set and self.days != 1:
-            raise _Problems([(("days",), "does not apply to calendar_week (always one ISO week); leave it out")])
+            raise_any([(("days",), "does not apply to calendar_week (always one ISO week); leave it out")])
         if self.days > MAX_WINDOW_DAYS:
-            raise _Problems([(("days",), (f"at most {MAX_WINDOW_DAYS} days: only the sends of the last 31 days "
+            raise_any([(("days",), (f"at most {MAX_WINDOW_DAYS} days: only the sends of the last 31 days "
                                           f"are looked at, got {self.days}"))])
         return self
 
@@ -151,7 +132,7 @@ class TemplateConfig(_Model):
             for unknown in sorted(names_in(text) - KNOWN_PLACEHOLDERS):
                 known = ", ".join(sorted(KNOWN_PLACEHOLDERS))
                 problems.append(((field,), f"unknown placeholder ${unknown} (known: {known})"))
-        _raise_any(problems)
+        raise_any(problems)
         return self
 
 
@@ -194,7 +175,7 @@ class TriggerConfig(_Model):
             problems.append((("transactional",), "a marketing message cannot be exempt from frequency caps"))
         if self.is_marketing and self.critical:
             problems.append((("critical",), "a marketing message can always be turned off"))
-        _raise_any(problems)
+        raise_any(problems)
         return self
 
     @property
@@ -248,7 +229,7 @@ class TenantConfig(_Model):
             problems += self._template_problems(name, trigger)
         problems += [(("templates", name), f"no trigger named {name!r}")
                      for name in self.templates if name not in self.triggers]
-        _raise_any(problems)
+        raise_any(problems)
         return self
 
     def _list_problems(self) -> list[tuple[Path_, str]]:
@@ -336,80 +317,16 @@ class NotificationConfig(_Model):
 
 
 def load_config(path: str | Path | None) -> NotificationConfig:
-    """The configuration in the file at ``path``; None gives the built-in defaults (no triggers).
+    """The configuration in the file at ``path``; None gives the built-in defaults.
     Raises :class:`ConfigError` when the file cannot be read or is invalid."""
-    if path is None:
-        return NotificationConfig()
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"notification config {path}: cannot read: {exc}") from exc
-    return parse_config(text, source=str(path), json_format=path.suffix.lower() == ".json")
+    return config_file.load(path, NotificationConfig, "notification config")
 
 
 def parse_config(text: str | Mapping[str, Any], source: str = "<notification config>",
                  json_format: bool = False) -> NotificationConfig:
     """The configuration in ``text`` (YAML, JSON with ``json_format``, or already parsed data);
     ConfigError when invalid."""
-    if isinstance(text, Mapping):
-        data: Any = dict(text)
-    else:
-        data = _read_json(text, source) if json_format else _read_yaml(text, source)
-    if not isinstance(data, dict):
-        found = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise ConfigError(f"notification config {source}: expected a mapping with a 'tenants' key, found {found}")
-    try:
-        return NotificationConfig.model_validate(data)
-    except ValidationError as exc:
-        lines = [line for error in exc.errors() for line in _describe(error)]
-        raise ConfigError(f"notification config {source} is invalid:\n" + "\n".join(lines)) from exc
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with only true/false (any case) as booleans, so that ``on``, ``yes`` and ``no`` stay text."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
-
-
-def _read_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"notification config {source}: not valid YAML{where}: {reason}") from exc
-
-
-def _read_json(text: str, source: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"notification config {source}: not valid JSON at line {exc.lineno}, "
-                          f"column {exc.colno}: {exc.msg}") from exc
-
-
-def _describe(error: Mapping[str, Any]) -> list[str]:
-    path, message = tuple(error["loc"]), error["msg"]
-    cause = error.get("ctx", {}).get("error")
-    if isinstance(cause, _Problems):
-        return [f"  {_dotted(path + sub)}: {text}" for sub, text in cause.problems]
-    if isinstance(cause, ValueError):
-        message = str(cause)
-    return [f"  {_dotted(path)}: {message}"]
-
-
-def _dotted(path: Path_) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
+    return config_file.parse(text, NotificationConfig, "notification config", source, json_format)
 
 
 class ConfigSource(ReloadingFile[NotificationConfig]):
