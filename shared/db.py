@@ -17,7 +17,10 @@ MIGRATION_LOCK = 7_246_001  # advisory lock key: one migrator at a time
 
 
 async def create_pool(dsn: str, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=60)
+    # Custom plans: asyncpg prepares every statement, and PostgreSQL's generic plan for `= ANY($1)` / unnest
+    # joins assumes a share of the table and scans it; a custom plan sees the actual arrays and uses the indexes.
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=60,
+                                     server_settings={"plan_cache_mode": "force_custom_plan"})
 
 
 class UnitOfWork:
