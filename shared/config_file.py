@@ -65,6 +65,14 @@ class ReloadingFile(Generic[C]):
         return status.st_mtime_ns, status.st_size
 
 
+class PerTenantFile(ReloadingFile[C]):
+    """A :class:`ReloadingFile` whose configuration has a ``tenant(tenant_id)`` method."""
+
+    def tenant(self, tenant_id: str) -> Any:
+        """The tenant's configuration in force (its own entry, else ``default``, else the built-in defaults)."""
+        return self.current().tenant(tenant_id)
+
+
 # ---- reading and validating a configuration file -------------------------------------------------------------
 
 Path_ = tuple[str | int, ...]

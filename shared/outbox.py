@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import asyncpg
 import orjson
@@ -100,3 +100,23 @@ async def add_all(conn: asyncpg.Connection, schema: str, emitted: Emitted,
         per_tenant.setdefault(tenant, []).append((str(uuid.uuid4()), event_type, key, data))
     for tenant, rows in per_tenant.items():
         await add(conn, schema, tenant, rows)
+
+
+async def apply_once(pool: asyncpg.Pool, schema: str, items: Sequence[Any],
+                     apply: Callable[[asyncpg.Connection, Any, Emitted], Awaitable[None]],
+                     models: Mapping[str, type[BaseModel]], idempotent: bool = True) -> Emitted:
+    """Apply consumed events (``shared.intake.Decoded``) in one transaction: those applied before are skipped
+    (``idempotent``: recorded in ``<schema>.processed_events``), the events they emit go to the outbox, and the
+    transaction commits once. Returns what was emitted (published later by :func:`publish_pending`)."""
+    emitted = Emitted()
+    if not items:
+        return emitted
+    async with UnitOfWork(pool) as uow:
+        if idempotent:
+            fresh = await first_seen(uow.conn, schema, [i.key for i in items])
+            items = [i for i in items if i.key in fresh]
+        for item in items:
+            await apply(uow.conn, item, emitted)
+        await add_all(uow.conn, schema, emitted, models)
+        await uow.commit()
+    return emitted

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from services.feedback.domain.fatigue import FatigueRules
 from services.feedback.domain.surveys import DEFAULT_MAX_LENGTH, Question, Survey, question_problems
 from shared import config_file
-from shared.config_file import ConfigError, Path_, ReloadingFile, dotted, raise_any  # noqa: F401 - ConfigError is part of this module's API
+from shared.config_file import ConfigError, Path_, PerTenantFile, dotted, raise_any  # noqa: F401 - ConfigError is part of this module's API
 
 DEFAULT_TENANT = "default"
 CASE_RESOLVED = "touchpoint.case.resolved.v1"
@@ -258,18 +258,9 @@ def parse_config(text: str | Mapping[str, Any], source: str = "<feedback config>
     return config_file.parse(text, FeedbackConfig, "feedback config", source, json_format)
 
 
-class ConfigSource(ReloadingFile[FeedbackConfig]):
-    """The configuration in force, re-read whenever the file's modification time or size changes.
-
-    The first load raises :class:`ConfigError` (a service must not start on a bad file). Later, a file that
-    fails to load leaves the previous configuration in force and its message in :attr:`last_error` (cleared by
-    the next good load); the same bad file is not re-read until it changes again. Not thread-safe: one
-    event loop calls :meth:`current` and :meth:`tenant`.
-    """
+class ConfigSource(PerTenantFile[FeedbackConfig]):
+    """The configuration in force, re-read when the file changes; a bad new file keeps the previous one in
+    force (see ``shared.config_file.ReloadingFile``). ``tenant(id)`` gives a tenant's configuration."""
 
     def __init__(self, path: str | Path | None) -> None:
         super().__init__(path, load_config, ConfigError, "feedback config")
-
-    def tenant(self, tenant_id: str) -> TenantConfig:
-        """The tenant's configuration in force (see :meth:`FeedbackConfig.tenant`)."""
-        return self.current().tenant(tenant_id)

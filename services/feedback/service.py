@@ -34,7 +34,7 @@ from shared.contracts import types
 from shared.contracts.identity import CustomersMergedV1
 from shared.contracts.interaction import InteractionResolvedV1
 from shared.db import UnitOfWork
-from shared.intake import decode
+from shared.intake import Decoded, decode
 from shared.kafka import EventProducer, dead_letter
 from shared.loops import run_every
 from shared.outbox import Emitted
@@ -129,21 +129,15 @@ class FeedbackService:
     async def _consume(self, records: Sequence[Any], models: Mapping[str, type[BaseModel] | None],
                        ignore_others: bool = False, idempotent: bool = True) -> None:
         incoming, dead = decode(records, models, ignore_others)
-        if incoming:
-            batch = Emitted()
-            async with UnitOfWork(self.pool) as uow:
-                if idempotent:
-                    fresh = await outbox.first_seen(uow.conn, repo.SCHEMA, [i.key for i in incoming])
-                    incoming = [i for i in incoming if i.key in fresh]
-                for item in incoming:
-                    try:
-                        async with uow.conn.transaction():  # a savepoint: one bad event does not sink the batch
-                            await self._apply(uow.conn, item.event, item.data, batch)
-                    except surveys.AnswerError as exc:
-                        dead.append(dead_letter(item.record, "invalid_data", exc))
-                await self._outbox(uow.conn, batch)
-                await uow.commit()
-            self._count(batch)
+
+        async def apply(conn: asyncpg.Connection, item: Decoded, batch: Emitted) -> None:
+            try:
+                async with conn.transaction():  # a savepoint: one bad event does not sink the batch
+                    await self._apply(conn, item.event, item.data, batch)
+            except surveys.AnswerError as exc:
+                dead.append(dead_letter(item.record, "invalid_data", exc))
+
+        self._count(await outbox.apply_once(self.pool, repo.SCHEMA, incoming, apply, fc.FEEDBACK_MODELS, idempotent))
         await self.producer.send_all(dead)
         await self.publish_pending()
 

@@ -37,7 +37,7 @@ from services.notification.domain.model import CHANNELS, MAX_WINDOW_DAYS, Candid
 from services.notification.templates import (KNOWN_PLACEHOLDERS, LINK_PLACEHOLDERS, choose_language, names_in,
                                               syntax_errors)
 from shared import config_file
-from shared.config_file import ConfigError, Path_, ReloadingFile, dotted, raise_any  # noqa: F401 - ConfigError is part of this module's API
+from shared.config_file import ConfigError, Path_, PerTenantFile, dotted, raise_any  # noqa: F401 - ConfigError is part of this module's API
 
 log = logging.getLogger(__name__)
 
@@ -329,18 +329,9 @@ def parse_config(text: str | Mapping[str, Any], source: str = "<notification con
     return config_file.parse(text, NotificationConfig, "notification config", source, json_format)
 
 
-class ConfigSource(ReloadingFile[NotificationConfig]):
-    """The configuration in force, re-read whenever the file's modification time or size changes.
-
-    The first load raises :class:`ConfigError` (a service must not start on a bad file). Later, a file that
-    fails to load leaves the previous configuration in force and its message in :attr:`last_error` (cleared by
-    the next good load); the same bad file is not re-read until it changes again. Not thread-safe: one
-    event loop calls :meth:`current` and :meth:`tenant`.
-    """
+class ConfigSource(PerTenantFile[NotificationConfig]):
+    """The configuration in force, re-read when the file changes; a bad new file keeps the previous one in
+    force (see ``shared.config_file.ReloadingFile``). ``tenant(id)`` gives a tenant's configuration."""
 
     def __init__(self, path: str | Path | None) -> None:
         super().__init__(path, load_config, ConfigError, "notification config")
-
-    def tenant(self, tenant_id: str) -> TenantConfig:
-        """The tenant's configuration in force (see :meth:`NotificationConfig.tenant`)."""
-        return self.current().tenant(tenant_id)

@@ -144,17 +144,8 @@ class NotificationService:
     async def _consume(self, records: Sequence[Any], models: Mapping[str, type[BaseModel] | None],
                        ignore_others: bool = False, idempotent: bool = True) -> None:
         incoming, dead = decode(records, models, ignore_others)
-        if incoming:
-            batch = Emitted()
-            async with UnitOfWork(self.pool) as uow:
-                if idempotent:
-                    fresh = await outbox.first_seen(uow.conn, repo.SCHEMA, [i.key for i in incoming])
-                    incoming = [i for i in incoming if i.key in fresh]
-                for item in incoming:
-                    await self._apply(uow.conn, item, batch)
-                await self._outbox(uow.conn, batch)
-                await uow.commit()
-            self._count(batch)
+        self._count(await outbox.apply_once(self.pool, repo.SCHEMA, incoming, self._apply, nc.NOTIFICATION_MODELS,
+                                            idempotent))
         await self.producer.send_all(dead)
         await self.publish_pending()
 
