@@ -32,6 +32,10 @@ bench-quick: setup
 bench-api: setup
 	.venv/bin/python -m bench.timeline_api
 
+.PHONY: bench-console
+bench-console: setup
+	.venv/bin/python -m bench.console_render
+
 .PHONY: bench-routing
 bench-routing: setup
 	.venv/bin/python -m bench.routing_sim

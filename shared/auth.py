@@ -76,24 +76,33 @@ class ApiKeyVerifier:
 
     async def verify(self, raw_key: str | None, scope: str) -> Principal:
         """Raises AuthError; never reveals whether a key id exists."""
-        if not raw_key:
-            raise AuthError(401, "missing_api_key")
-        principal = await self._lookup(raw_key)
-        if principal is None:
-            raise AuthError(401, "invalid_api_key")
+        principal = await self._principal(raw_key)
         if scope not in principal.scopes and "admin" not in principal.scopes:
+            raise AuthError(403, "insufficient_scope")
+        return principal
+
+    async def verify_reader(self, raw_key: str | None) -> Principal:
+        """Authenticate a caller that may read customers: scope ``read``, ``admin``, ``agent`` or ``agent:<id>``
+        (agents see the customers they talk to)."""
+        principal = await self._principal(raw_key)
+        if not principal.scopes & {"read", "admin", "agent"} and not any(
+                s.startswith(AGENT_SCOPE_PREFIX) for s in principal.scopes):
             raise AuthError(403, "insufficient_scope")
         return principal
 
     async def verify_agent(self, raw_key: str | None, agent_id: str) -> Principal:
         """Authenticate a caller acting as ``agent_id``: scope ``agent:<agent_id>``, ``agent`` or ``admin``."""
+        principal = await self._principal(raw_key)
+        if not principal.scopes & {"agent", "admin", AGENT_SCOPE_PREFIX + agent_id}:
+            raise AuthError(403, "insufficient_scope")
+        return principal
+
+    async def _principal(self, raw_key: str | None) -> Principal:
         if not raw_key:
             raise AuthError(401, "missing_api_key")
         principal = await self._lookup(raw_key)
         if principal is None:
             raise AuthError(401, "invalid_api_key")
-        if not principal.scopes & {"agent", "admin", AGENT_SCOPE_PREFIX + agent_id}:
-            raise AuthError(403, "insufficient_scope")
         return principal
 
     async def _lookup(self, raw_key: str) -> Principal | None:

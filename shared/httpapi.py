@@ -40,18 +40,26 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("invalid_request", detail), status_code=422)
 
 
-def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that authenticates the caller's API key for ``scope``."""
-
+def _key_dependency(check: Callable[[ApiKeyVerifier, str | None], Awaitable[Principal]]) -> Callable[..., Awaitable[Principal]]:
     async def dependency(
         request: Request,
         authorization: str | None = Header(default=None),
         x_api_key: str | None = Header(default=None),
     ) -> Principal:
-        verifier: ApiKeyVerifier = request.app.state.verifier
-        return await verifier.verify(key_from_headers(authorization, x_api_key), scope)
+        return await check(request.app.state.verifier, key_from_headers(authorization, x_api_key))
 
     return dependency
+
+
+def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates the caller's API key for ``scope``."""
+    return _key_dependency(lambda verifier, key: verifier.verify(key, scope))
+
+
+def require_reader() -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates a caller allowed to read customers: scope ``read`` or ``admin``, or an
+    agent key (``agent``, ``agent:<id>``)."""
+    return _key_dependency(lambda verifier, key: verifier.verify_reader(key))
 
 
 def add_health_routes(app: FastAPI, ready: Callable[[], Awaitable[dict[str, bool]]]) -> None:

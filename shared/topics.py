@@ -122,7 +122,7 @@ CONSENT = TopicSpec(
     key="customer id, or the first identifier when the id is unknown",
     event_types=(t.CONSENT_GRANTED, t.CONSENT_WITHDRAWN, t.PREFERENCES_CHANGED),
     producer="upstream",  # the CRM or preference centre
-    consumers=("notification",),
+    consumers=("notification", "timeline"),
     public=True,
 )
 NOTIFICATIONS = TopicSpec(

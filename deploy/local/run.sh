@@ -95,6 +95,9 @@ start_service() {
       TOUCHPOINT_ANSWER_SECRET=$(cat "$answer_secret_file")
       export TOUCHPOINT_ANSWER_SECRET
       ;;
+    timeline)
+      export TOUCHPOINT_IDENTITY_URL=http://127.0.0.1:${ports[identity]} TOUCHPOINT_ROUTING_URL=http://127.0.0.1:${ports[routing]}
+      ;;
     feedback)
       export TOUCHPOINT_FEEDBACK_CONFIG=$feedback_config
       TOUCHPOINT_SURVEY_SECRET=$(cat "$survey_secret_file")
@@ -131,6 +134,7 @@ Touchpoint is running.
   ingestion                http://127.0.0.1:${ports[ingestion]}   (POST /v1/events, docs at /docs)
   identity                 http://127.0.0.1:${ports[identity]}   (/healthz, /readyz)
   timeline                 http://127.0.0.1:${ports[timeline]}   (GET /v1/customers/..., docs at /docs)
+  agent console            http://127.0.0.1:${ports[timeline]}/console   (sign in with the dev API key below)
   routing                  http://127.0.0.1:${ports[routing]}   (PUT /v1/agents/{id}/presence, GET /v1/queues, GET /v1/sla, docs at /docs)
   routing config           $TOUCHPOINT_ROUTING_CONFIG
   notification             http://127.0.0.1:${ports[notification]}   (GET /v1/customers/{id}/notifications, answer links /v1/answers/..., docs at /docs)

@@ -54,6 +54,33 @@ async def show(pool: asyncpg.Pool, tenant: str, customer_id: str) -> dict:
     }
 
 
+async def request_split(pool: asyncpg.Pool, tenant: str, customer_id: str, identifiers: list[tuple[str, str]],
+                        reason: str, request_id: str, requested_by: str) -> dict:
+    """Record an agent's request to split identifiers off the customer, for an administrator to review.
+    Idempotent per ``request_id``; the identifiers must belong to the customer."""
+    async with UnitOfWork(pool) as uow:
+        canonical = await _canonical(uow.conn, tenant, customer_id)
+        held = {(r["id_type"], r["value"]) for r in await uow.conn.fetch(
+            "SELECT id_type, value FROM identity.identifiers WHERE tenant = $1 AND customer_id = $2", tenant, canonical)}
+        foreign = sorted(set(identifiers) - held)
+        if foreign:
+            raise AdminError(409, "not_held", f"{len(foreign)} of the identifiers do not belong to this customer")
+        await uow.conn.execute(
+            "INSERT INTO identity.split_requests (tenant, request_id, customer_id, identifiers, reason, requested_by)"
+            " VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT DO NOTHING", tenant, request_id, canonical,
+            orjson.dumps([{"type": t, "value": v} for t, v in identifiers]).decode(), reason, requested_by)
+        await uow.commit()
+    return {"request_id": request_id, "customer_id": canonical, "status": "requested"}
+
+
+async def split_requests(pool: asyncpg.Pool, tenant: str, limit: int = 100) -> list[dict]:
+    """The tenant's split requests, oldest first."""
+    rows = await pool.fetch(
+        "SELECT request_id, customer_id, identifiers, reason, requested_by, requested_at FROM identity.split_requests"
+        " WHERE tenant = $1 ORDER BY requested_at LIMIT $2", tenant, limit)
+    return [{**dict(r), "identifiers": orjson.loads(r["identifiers"])} for r in rows]
+
+
 async def _canonical(conn: asyncpg.Connection, tenant: str, customer_id: str) -> str:
     row = await conn.fetchrow("SELECT COALESCE(merged_into, customer_id) AS id, erased_at FROM identity.customers"
                               " WHERE tenant = $1 AND customer_id = $2", tenant, customer_id)

@@ -1,4 +1,5 @@
-"""Identity admin HTTP API (scope ``admin``): show, merge, split and erase customers. Tenant-scoped."""
+"""Identity HTTP API, tenant-scoped: merge, split and erase customers (scope ``admin``); show a customer's
+identity graph and request a split for review (scope ``read`` or an agent key)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pydantic import BaseModel, Field
 from services.identity import admin
 from shared.auth import Principal
 from shared.contracts.interaction import Identifier
-from shared.httpapi import ApiError, require_scope
+from shared.httpapi import ApiError, require_reader, require_scope
 
 router = APIRouter(prefix="/v1/identities")
 admin_scope = require_scope("admin")
+reader = require_reader()
 
 
 class MergeRequest(BaseModel):
@@ -36,8 +38,13 @@ async def _run(request: Request, action):
     return result
 
 
-@router.get("/{customer_id}", summary="A customer's identity graph")
-async def show(request: Request, customer_id: str, principal: Principal = Depends(admin_scope)) -> dict:
+@router.get("/split-requests", summary="Splits requested by agents, oldest first")
+async def list_split_requests(request: Request, principal: Principal = Depends(admin_scope)) -> dict:
+    return {"split_requests": await admin.split_requests(request.app.state.resources.pool, principal.tenant)}
+
+
+@router.get("/{customer_id}", summary="A customer's identity graph: why each identifier belongs to it")
+async def show(request: Request, customer_id: str, principal: Principal = Depends(reader)) -> dict:
     try:
         return await admin.show(request.app.state.resources.pool, principal.tenant, customer_id)
     except admin.AdminError as exc:
@@ -55,6 +62,17 @@ async def split(request: Request, customer_id: str, body: SplitRequest, principa
     idents = [(i.type, i.value) for i in body.identifiers]
     return await _run(request, admin.split(request.app.state.resources.pool, principal.tenant, customer_id, idents,
                                            body.reason, body.request_id))
+
+
+@router.post("/{customer_id}/split-requests", summary="Ask an administrator to split identifiers off", status_code=202)
+async def request_split(request: Request, customer_id: str, body: SplitRequest,
+                        principal: Principal = Depends(reader)) -> dict:
+    idents = [(i.type, i.value) for i in body.identifiers]
+    try:
+        return await admin.request_split(request.app.state.resources.pool, principal.tenant, customer_id, idents,
+                                         body.reason, body.request_id, principal.key_id)
+    except admin.AdminError as exc:
+        raise ApiError(exc.status, exc.reason, exc.detail) from None
 
 
 @router.post("/{customer_id}/erase", summary="Erase a customer's personal data everywhere", status_code=202)

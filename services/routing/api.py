@@ -2,7 +2,8 @@
 
 Agents (scope ``agent:<agent id>`` for one agent, ``agent`` for a desktop integration acting for any):
 presence, profile, their offers and conversations, accept/decline, conversation events.
-Supervisors (scope ``read``): conversations with position, ETA and SLA clocks, queues, SLA overview.
+Supervisors (scope ``read``): conversations with position, ETA and SLA clocks, queues, SLA overview. A single
+conversation can also be read with an agent key (the agent console shows the customer's open conversations).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from services.routing.domain.sla import SlaClocks
 from services.routing.service import Op, conversation_activity
 from shared.auth import Principal, key_from_headers
 from shared.contracts import routing as rc
-from shared.httpapi import ApiError, require_scope
+from shared.httpapi import ApiError, require_reader, require_scope
 
 router = APIRouter(prefix="/v1")
 read_scope = require_scope("read")
@@ -122,7 +123,8 @@ async def conversation_event(request: Request, agent_id: str, conversation_id: s
 
 
 @router.get("/conversations/{conversation_id}", summary="A conversation: status, queue position, ETA, SLA clocks")
-async def get_conversation(request: Request, conversation_id: str, principal: Principal = Depends(read_scope)) -> dict:
+async def get_conversation(request: Request, conversation_id: str,
+                           principal: Principal = Depends(require_reader())) -> dict:
     async with request.app.state.resources.pool.acquire() as conn:
         c = await repo.conversation(conn, principal.tenant, conversation_id)
     if c is None:

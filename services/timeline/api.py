@@ -1,4 +1,5 @@
-"""Timeline HTTP API: a customer's timeline, profile and the "screen pop" lookup. Read scope; tenant-scoped.
+"""Timeline HTTP API: a customer's timeline, profile and the "screen pop" lookup. Tenant-scoped; scope ``read``
+(or an agent key: agents see the customers they talk to).
 
 An id that was merged away is answered with the survivor's data (``customer_id`` in the answer says which).
 A customer of another tenant is indistinguishable from one that does not exist: 404.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
+from typing import Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -16,11 +18,13 @@ from services.timeline import repository as repo
 from shared.auth import Principal
 from shared.cloudevents import InvalidEvent
 from shared.contracts.interaction import Channel, Identifier
-from shared.httpapi import ApiError, require_scope
+from shared.httpapi import ApiError, require_reader
 from shared.identifiers import normalise_identifier
 
 router = APIRouter(prefix="/v1/customers")
-read_scope = require_scope("read")
+read_scope = require_reader()
+# Entry kinds a timeline can be filtered on (a routing entry's kind is "routing.<event>").
+KindGroup = Literal["interaction", "routing", "notification", "feedback"]
 
 
 def encode_cursor(occurred_at: datetime, seq: int) -> str:
@@ -35,7 +39,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         raise ApiError(400, "invalid_cursor", "the cursor is not one this API returned") from None
 
 
-async def _canonical(request: Request, tenant: str, customer_id: str) -> str:
+async def canonical_id(request: Request, tenant: str, customer_id: str) -> str:
     pool = request.app.state.resources.pool
     async with pool.acquire() as conn:
         found = await repo.canonical_ids(conn, {(tenant, customer_id)})
@@ -54,15 +58,15 @@ async def lookup(request: Request, type: str = Query(min_length=2, max_length=32
         customer_id = await repo.lookup(conn, principal.tenant, ident.type, ident.value)
     if customer_id is None:
         raise ApiError(404, "not_found", "no customer holds this identifier")
-    return await _profile(request, principal.tenant, customer_id)
+    return await profile_of(request, principal.tenant, customer_id)
 
 
 @router.get("/{customer_id}", summary="A customer's profile")
 async def profile(request: Request, customer_id: str, principal: Principal = Depends(read_scope)) -> dict:
-    return await _profile(request, principal.tenant, await _canonical(request, principal.tenant, customer_id))
+    return await profile_of(request, principal.tenant, await canonical_id(request, principal.tenant, customer_id))
 
 
-async def _profile(request: Request, tenant: str, customer_id: str) -> dict:
+async def profile_of(request: Request, tenant: str, customer_id: str) -> dict:
     async with request.app.state.resources.pool.acquire() as conn:
         rows = await repo.profiles(conn, [(tenant, customer_id)])
     if not rows:
@@ -86,15 +90,16 @@ async def timeline(
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = None,
     channel: list[Channel] | None = Query(None),
+    kind: list[KindGroup] | None = Query(None, description="interaction, routing, notification or feedback"),
     since: datetime | None = None,
     until: datetime | None = None,
     principal: Principal = Depends(read_scope),
 ) -> Response:
     tenant = principal.tenant
-    canonical = await _canonical(request, tenant, customer_id)
+    canonical = await canonical_id(request, tenant, customer_id)
     before = decode_cursor(cursor) if cursor else None
     async with request.app.state.resources.pool.acquire() as conn:
-        rows = await repo.page(conn, tenant, canonical, limit + 1, before, channel, since, until)
+        rows = await repo.page(conn, tenant, canonical, limit + 1, before, channel, since, until, kind)
         if not rows and before is None:
             if not await repo.profiles(conn, [(tenant, canonical)]):
                 raise ApiError(404, "not_found", "no such customer")

@@ -84,7 +84,9 @@ class TimelineProjection:
             async with UnitOfWork(self.pool) as uow:
                 changes = any(not isinstance(item, Entry) for _, item in items)
                 await repo.lock_tenants(uow.conn, {tenant for tenant, _ in items}, exclusive=changes)
-                touched, gone = await self._apply(uow.conn, items)
+                changed: set[tuple[str, str]] = set()
+                touched, gone = await self._apply(uow.conn, items, changed)
+                await repo.notify_changed(uow.conn, (changed | touched) - gone)
                 await uow.commit()
             await self._publish(dead, items, touched, gone, steps)
         finally:
@@ -106,9 +108,10 @@ class TimelineProjection:
                 headers.append(record.headers)
         return dead, items, headers
 
-    async def _apply(self, conn: asyncpg.Connection, items: list[tuple[str, Any]]) -> tuple[set, set]:
+    async def _apply(self, conn: asyncpg.Connection, items: list[tuple[str, Any]], changed: set) -> tuple[set, set]:
         """Apply items in the order they were consumed (a run of entries is stored together, an identity
-        change applies between runs); returns (customers touched, customer ids gone)."""
+        change applies between runs); returns (customers whose profile changed, customer ids gone) and adds
+        every customer that got an entry to ``changed``."""
         touched: set[tuple[str, str]] = set()
         gone: set[tuple[str, str]] = set()
         run: list[tuple[str, Entry]] = []
@@ -117,11 +120,11 @@ class TimelineProjection:
                 run.append((tenant, item))
                 continue
             if run:
-                touched |= await self._store(conn, run)
+                touched |= await self._store(conn, run, changed)
                 run = []
             await self._apply_change(conn, tenant, item, touched, gone)
         if run:
-            touched |= await self._store(conn, run)
+            touched |= await self._store(conn, run, changed)
         return touched - gone, gone
 
     async def _apply_change(self, conn: asyncpg.Connection, tenant: str, item: Any, touched: set, gone: set) -> None:
@@ -157,8 +160,9 @@ class TimelineProjection:
             owners[(tenant, entry.source, entry.event_id)] = customer
         return owners
 
-    async def _store(self, conn: asyncpg.Connection, entries: list[tuple[str, Entry]]) -> set:
-        """Insert the entries not stored yet; returns the customers whose profile changed."""
+    async def _store(self, conn: asyncpg.Connection, entries: list[tuple[str, Entry]], changed: set) -> set:
+        """Insert the entries not stored yet; returns the customers whose profile changed and adds those that
+        got an entry to ``changed``."""
         owners = await self._owners(conn, entries)
         forgotten = await repo.erased(conn, {(k[0], c) for k, c in owners.items()})
         rows, idents = [], {}
@@ -172,6 +176,7 @@ class TimelineProjection:
                 idents[(tenant, *ident.split(":", 1))] = customer
         inserted = await repo.insert_entries(conn, rows)
         self.on_stored(len(inserted))
+        changed.update((r["tenant"], r["customer_id"]) for r in inserted)
         contacts = [r for r in inserted if r["kind"] == INTERACTION]
         await repo.add_to_profiles(conn, _aggregate(contacts))
         await repo.upsert_identifiers(conn, [(t, ty, v, c) for (t, ty, v), c in sorted(idents.items())])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import asyncpg
+import orjson
 
 from shared.db import columns
 
@@ -91,7 +92,12 @@ async def apply_split(conn: asyncpg.Connection, tenant: str, split_id: str, cust
 
 
 async def erase(conn: asyncpg.Connection, tenant: str, ids: list[str]) -> None:
-    """Delete everything held for these customer ids."""
+    """Delete everything held for these customer ids, with the consent and preferences kept under their ids and
+    identifiers."""
+    subjects = [f"id:{c}" for c in ids] + [f"{r['id_type']}:{r['value']}" for r in await conn.fetch(
+        "SELECT id_type, value FROM timeline.identifiers WHERE tenant = $1 AND customer_id = ANY($2::text[])", tenant, ids)]
+    for table in ("consents", "preferences"):
+        await conn.execute(f"DELETE FROM timeline.{table} WHERE tenant = $1 AND subject = ANY($2::text[])", tenant, subjects)
     for table in ("entries", "customers", "identifiers"):
         await conn.execute(f"DELETE FROM timeline.{table} WHERE tenant = $1 AND customer_id = ANY($2::text[])", tenant, ids)
     await conn.execute("DELETE FROM timeline.aliases WHERE tenant = $1 AND (merged_id = ANY($2::text[])"
@@ -225,15 +231,146 @@ async def lookup(conn: asyncpg.Connection, tenant: str, id_type: str, value: str
 
 
 async def page(conn: asyncpg.Connection, tenant: str, customer_id: str, limit: int, before: tuple[datetime, int] | None,
-               channels: list[str] | None, since: datetime | None, until: datetime | None) -> list[asyncpg.Record]:
-    """Newest first, keyset-paginated on (occurred_at, seq)."""
+               channels: list[str] | None, since: datetime | None, until: datetime | None,
+               kinds: list[str] | None = None) -> list[asyncpg.Record]:
+    """Newest first, keyset-paginated on (occurred_at, seq). ``kinds`` are kind groups: ``routing`` matches
+    every ``routing.<event>`` kind."""
     return await conn.fetch(
         "SELECT entry_id, occurred_at, seq, payload FROM timeline.entries"
         " WHERE tenant = $1 AND customer_id = $2"
         " AND ($3::timestamptz IS NULL OR (occurred_at, seq) < ($3, $4::bigint))"
         " AND ($5::text[] IS NULL OR channel = ANY($5))"
         " AND ($6::timestamptz IS NULL OR occurred_at >= $6) AND ($7::timestamptz IS NULL OR occurred_at < $7)"
+        " AND ($9::text[] IS NULL OR split_part(kind, '.', 1) = ANY($9))"
         " ORDER BY occurred_at DESC, seq DESC LIMIT $8",
         tenant, customer_id, before[0] if before else None, before[1] if before else None,
-        channels, since, until, limit,
+        channels, since, until, limit, kinds,
     )
+
+
+NOTIFY_CHANNEL = "touchpoint_timeline"
+
+
+async def notify_changed(conn: asyncpg.Connection, customers: set[tuple[str, str]]) -> None:
+    """Tell listening consoles (``LISTEN touchpoint_timeline``) that these customers changed; delivered at commit,
+    not at all on rollback. Payload: ``<tenant> <customer id>``."""
+    if customers:
+        await conn.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}', x) FROM unnest($1::text[]) x",
+                           sorted(f"{t} {c}" for t, c in customers))
+
+
+async def customers_of_subjects(conn: asyncpg.Connection, subjects: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The customers (canonical ids) that consent subjects (``id:<customer>`` or ``type:value``) belong to."""
+    if not subjects:
+        return set()
+    ids = {(t, s[3:]) for t, s in subjects if s.startswith("id:")}
+    idents = sorted((t, *s.split(":", 1)) for t, s in subjects if not s.startswith("id:"))
+    if idents:
+        rows = await conn.fetch(
+            "SELECT i.tenant, i.customer_id FROM timeline.identifiers i"
+            " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, id_type, value) USING (tenant, id_type, value)",
+            *columns(idents))
+        ids |= {(r["tenant"], r["customer_id"]) for r in rows}
+    aliases = await canonical_ids(conn, ids)
+    return {(t, aliases.get((t, c), c)) for t, c in ids}
+
+
+async def upsert_consents(conn: asyncpg.Connection, rows: list[tuple]) -> None:
+    """Rows (tenant, subject, purpose, channel, granted, consent_id, wording_version, source, occurred_at,
+    expires_at); a stored record is replaced only by a newer one (a withdrawal wins a tie)."""
+    if not rows:
+        return
+    await conn.execute(
+        "INSERT INTO timeline.consents AS c (tenant, subject, purpose, channel, granted, consent_id, wording_version,"
+        " source, occurred_at, expires_at)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::boolean[], $6::text[], $7::text[],"
+        " $8::text[], $9::timestamptz[], $10::timestamptz[])"
+        " ON CONFLICT (tenant, subject, purpose, channel) DO UPDATE SET granted = excluded.granted,"
+        " consent_id = excluded.consent_id, wording_version = excluded.wording_version, source = excluded.source,"
+        " occurred_at = excluded.occurred_at, expires_at = excluded.expires_at"
+        " WHERE (excluded.occurred_at, NOT excluded.granted) > (c.occurred_at, NOT c.granted)",
+        *columns(sorted(rows, key=lambda r: r[:4])),
+    )
+
+
+async def preferences_for_update(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+    rows = await conn.fetch(
+        "SELECT p.tenant, p.subject, p.fields FROM timeline.preferences p"
+        " JOIN unnest($1::text[], $2::text[]) AS k(tenant, subject) USING (tenant, subject) FOR UPDATE OF p",
+        *columns(keys))
+    return {(r["tenant"], r["subject"]): orjson.loads(r["fields"]) for r in rows}
+
+
+async def upsert_preferences(conn: asyncpg.Connection, prefs: dict[tuple[str, str], dict]) -> None:
+    rows = [(t, s, orjson.dumps(f).decode(), (f.get("display_name") or {}).get("value"))
+            for (t, s), f in sorted(prefs.items())]
+    await conn.execute(
+        "INSERT INTO timeline.preferences (tenant, subject, fields, display_name)"
+        " SELECT t, s, f::jsonb, n FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS k(t, s, f, n)"
+        " ON CONFLICT (tenant, subject) DO UPDATE SET fields = excluded.fields, display_name = excluded.display_name",
+        *columns(rows))
+
+
+async def consents_of(conn: asyncpg.Connection, tenant: str, subjects: list[str]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT subject, purpose, channel, granted, consent_id, wording_version, source, occurred_at, expires_at"
+        " FROM timeline.consents WHERE tenant = $1 AND subject = ANY($2::text[])", tenant, subjects)
+
+
+async def preferences_of(conn: asyncpg.Connection, tenant: str, subjects: list[str]) -> list[dict]:
+    rows = await conn.fetch("SELECT fields FROM timeline.preferences WHERE tenant = $1 AND subject = ANY($2::text[])",
+                            tenant, subjects)
+    return [orjson.loads(r["fields"]) for r in rows]
+
+
+async def identifier_channels(conn: asyncpg.Connection, tenant: str, customer_id: str) -> dict[str, list[str]]:
+    """Each identifier (``type:value``) of the customer's interactions → the channels it was used on."""
+    rows = await conn.fetch(
+        "SELECT i, array_agg(DISTINCT channel ORDER BY channel) AS channels"
+        " FROM timeline.entries, unnest(identifiers) i WHERE tenant = $1 AND customer_id = $2 GROUP BY i",
+        tenant, customer_id)
+    return {r["i"]: list(r["channels"]) for r in rows}
+
+
+async def entries_of_kind(conn: asyncpg.Connection, tenant: str, customer_id: str, kind_prefix: str,
+                          limit: int) -> list[asyncpg.Record]:
+    """The customer's newest entries whose kind starts with ``kind_prefix``, newest first."""
+    return await conn.fetch(
+        "SELECT kind, occurred_at, payload FROM timeline.entries WHERE tenant = $1 AND customer_id = $2"
+        " AND kind LIKE $3 || '%' ORDER BY occurred_at DESC, seq DESC LIMIT $4",
+        tenant, customer_id, kind_prefix, limit)
+
+
+async def search(conn: asyncpg.Connection, tenant: str, values: list[str], name_prefix: str | None,
+                 limit: int) -> list[asyncpg.Record]:
+    """Customers holding an identifier with one of ``values`` (any type), or whose name starts with
+    ``name_prefix`` (case-insensitive); canonical ids, with the matching identifier or name."""
+    return await conn.fetch(
+        "SELECT DISTINCT ON (customer_id) customer_id, matched FROM ("
+        "  SELECT COALESCE(a.survivor_id, i.customer_id) AS customer_id, i.id_type || ':' || i.value AS matched"
+        "  FROM timeline.identifiers i LEFT JOIN timeline.aliases a ON a.tenant = i.tenant AND a.merged_id = i.customer_id"
+        "  WHERE i.tenant = $1 AND i.value = ANY($2::text[])"
+        "  UNION ALL"
+        "  SELECT COALESCE(a.survivor_id, x.customer_id), 'name:' || p.display_name"
+        "  FROM timeline.preferences p"
+        "  JOIN LATERAL (SELECT substr(p.subject, 4) AS customer_id WHERE p.subject LIKE 'id:%'"
+        "    UNION SELECT i.customer_id FROM timeline.identifiers i"
+        "    WHERE i.tenant = p.tenant AND i.id_type || ':' || i.value = p.subject) x ON true"
+        "  LEFT JOIN timeline.aliases a ON a.tenant = p.tenant AND a.merged_id = x.customer_id"
+        "  WHERE $3::text IS NOT NULL AND p.tenant = $1 AND p.display_name IS NOT NULL"
+        "  AND lower(p.display_name) LIKE $3 || '%'"
+        ") m ORDER BY customer_id, matched LIMIT $4",
+        tenant, values, name_prefix.lower().replace("%", "").replace("_", "") if name_prefix else None, limit)
+
+
+async def entries_after(conn: asyncpg.Connection, tenant: str, customer_id: str, seq: int,
+                        limit: int) -> list[asyncpg.Record]:
+    """The customer's entries with ``seq`` above the given one, in ``seq`` order."""
+    return await conn.fetch(
+        "SELECT entry_id, seq, payload FROM timeline.entries WHERE tenant = $1 AND customer_id = $2 AND seq > $3"
+        " ORDER BY seq LIMIT $4", tenant, customer_id, seq, limit)
+
+
+async def last_seq(conn: asyncpg.Connection) -> int:
+    """The last ``seq`` handed out (possibly to a transaction still running)."""
+    return await conn.fetchval("SELECT last_value FROM timeline.entries_seq_seq")

@@ -82,6 +82,8 @@ class PreferencesChangedV1(BaseModel):
     ``null`` clears it (``changes()`` returns exactly the fields the event carried). ``time_zone`` is an IANA
     name (``Europe/Berlin``); ``topics`` maps a topic (``offers``, ``shipping``) to opted in or out;
     ``addresses`` are explicit contact points per channel (an e-mail address, an E.164 number, a webhook URL).
+    ``display_name`` and ``tier`` (the CRM's segment or value tier, e.g. ``gold``) are shown to agents and play
+    no part in contact decisions.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -95,6 +97,7 @@ class PreferencesChangedV1(BaseModel):
     topics: dict[str, bool] | None = None
     display_name: str | None = Field(default=None, max_length=200)
     addresses: dict[ContactChannel, str] | None = None
+    tier: str | None = Field(default=None, max_length=50, examples=["gold"])
 
     @field_validator("time_zone")
     @classmethod

@@ -21,6 +21,7 @@ from services.routing.domain.clock import SystemClock
 from services.routing.domain.model import CONVERSATIONAL
 from services.routing.service import RoutingService
 from services.ingestion.pipeline import IngestionPipeline
+from services.timeline.consent import ConsentProjection
 from services.timeline.projection import IGNORED, TimelineProjection
 from shared import topics
 from shared.cloudevents import from_structured, to_kafka_headers
@@ -87,6 +88,8 @@ def build(consumer: str, pool, producer, spec=None):
         return IngestionPipeline(pool, producer, topics.INBOUND.name, topics.INGESTED.name, "default", "DE").process_inbound
     if consumer == "identity":
         return IdentityService(pool, producer, topics.IDENTITY.name).process
+    if spec is topics.CONSENT:
+        return ConsentProjection(pool, producer, "DE").process
     return TimelineProjection(pool, producer, topics.TIMELINE.name, topics.CUSTOMERS.name).process
 
 
@@ -132,6 +135,8 @@ async def test_example_is_accepted_by_consumer(pool, spec, event_type, consumer,
     elif spec is topics.FEEDBACK:
         (entry,) = [orjson.loads(r.value) for r in producer.to(topics.TIMELINE.name)]
         assert (entry["kind"], entry["customer_id"]) == ("feedback", raw_data(spec, event_type, mode)["customer_id"])
+    elif spec is topics.CONSENT:
+        await assert_consent_recorded(pool, event_type, mode)
     elif change_id is None:
         assert producer.records, "the example produced output"
     else:
@@ -140,6 +145,21 @@ async def test_example_is_accepted_by_consumer(pool, spec, event_type, consumer,
 
 
 CHANGE_IDS = ("merge_id", "split_id", "erasure_id")
+
+
+async def assert_consent_recorded(pool, event_type: str, mode: str) -> None:
+    """The timeline keeps the consent record or the preferences under the customer the example names."""
+    data = raw_data(topics.CONSENT, event_type, mode)
+    subject = f"id:{data['customer']['customer_id']}"
+    async with pool.acquire() as conn:
+        if event_type == types.PREFERENCES_CHANGED:
+            fields = orjson.loads(await conn.fetchval("SELECT fields FROM timeline.preferences WHERE subject = $1", subject))
+            assert {k: v["value"] for k, v in fields.items()}["display_name"] == data["display_name"]
+        else:
+            granted = await conn.fetchval(
+                "SELECT granted FROM timeline.consents WHERE subject = $1 AND purpose = $2 AND channel = $3",
+                subject, data["purpose"], data["channel"])
+            assert granted is (event_type == types.CONSENT_GRANTED)
 
 
 async def assert_routing_applied(pool, spec, event_type: str, mode: str) -> None:

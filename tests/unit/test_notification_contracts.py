@@ -36,7 +36,7 @@ def test_topics_name_their_producers_consumers_and_keys():
     assert (topics.BUSINESS.producer, topics.BUSINESS.consumers, topics.BUSINESS.public) == (
         "upstream", ("notification", "feedback"), True)
     assert (topics.CONSENT.producer, topics.CONSENT.consumers, topics.CONSENT.public) == (
-        "upstream", ("notification",), True)
+        "upstream", ("notification", "timeline"), True)
     assert topics.BUSINESS.partitions == topics.CONSENT.partitions == 6
     notifications = topics.NOTIFICATIONS
     assert (notifications.name, notifications.producer, notifications.consumers, notifications.key) == (
