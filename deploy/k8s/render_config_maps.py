@@ -1,5 +1,5 @@
 """Render the ConfigMaps that carry the services' configuration files: ``base/<service>-config.yaml`` from
-``deploy/<service>/<service>.yaml`` for routing, notification and feedback.
+``deploy/<service>/<service>.yaml`` for identity (its rules), routing, notification and feedback.
 
 Each of those files is the one configuration of its service for every way of running Touchpoint (``make run``,
 Docker Compose, Kubernetes). Kustomize cannot read files outside its folder, so this script embeds each file
@@ -23,7 +23,7 @@ from render_topics import ROOT, write_or_check  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 # Services that read a configuration file; each Deployment in base/<service>.yaml mounts its ConfigMap.
-SERVICES = ("routing", "notification", "feedback")
+SERVICES = ("identity", "routing", "notification", "feedback")
 
 
 def source(service: str) -> Path:

@@ -52,8 +52,10 @@ declare -A ports=([ingestion]=${INGESTION_PORT:-8001} [identity]=${IDENTITY_PORT
   [timeline]=${TIMELINE_PORT:-8003} [routing]=${ROUTING_PORT:-8004} [notification]=${NOTIFICATION_PORT:-8005}
   [feedback]=${FEEDBACK_PORT:-8006})
 
-# Only routing reads TOUCHPOINT_ROUTING_CONFIG; it re-reads the file whenever it changes.
+# Only routing reads TOUCHPOINT_ROUTING_CONFIG, only identity TOUCHPOINT_IDENTITY_CONFIG; each re-reads its file
+# whenever it changes.
 export TOUCHPOINT_ROUTING_CONFIG=${TOUCHPOINT_ROUTING_CONFIG:-$root/deploy/routing/routing.yaml}
+export TOUCHPOINT_IDENTITY_CONFIG=${TOUCHPOINT_IDENTITY_CONFIG:-$root/deploy/identity/identity.yaml}
 # config_file <service> <link key> <default port>: prints the file the service reads. TOUCHPOINT_<SERVICE>_CONFIG
 # when set; else deploy/<service>/<service>.yaml, whose links (<link key>) point at http://localhost:<default port>.
 # On another port the service reads a copy whose links point at its port (regenerated on every run, so edit the
@@ -136,6 +138,7 @@ Touchpoint is running.
   timeline                 http://127.0.0.1:${ports[timeline]}   (GET /v1/customers/..., docs at /docs)
   agent console            http://127.0.0.1:${ports[timeline]}/console   (sign in with the dev API key below)
   routing                  http://127.0.0.1:${ports[routing]}   (PUT /v1/agents/{id}/presence, GET /v1/queues, GET /v1/sla, docs at /docs)
+  identity rules           $TOUCHPOINT_IDENTITY_CONFIG
   routing config           $TOUCHPOINT_ROUTING_CONFIG
   notification             http://127.0.0.1:${ports[notification]}   (GET /v1/customers/{id}/notifications, answer links /v1/answers/..., docs at /docs)
   notification config      $notification_config

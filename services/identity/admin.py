@@ -8,6 +8,7 @@ transaction, and is published by the caller afterwards. Errors: :class:`AdminErr
 from __future__ import annotations
 
 import uuid
+from typing import Any
 from datetime import datetime, timezone
 
 import asyncpg
@@ -92,20 +93,97 @@ async def _canonical(conn: asyncpg.Connection, tenant: str, customer_id: str) ->
 async def merge(pool: asyncpg.Pool, tenant: str, customer_ids: list[str], request_id: str) -> dict:
     """Merge customers into the oldest of them (rule ``manual``). Idempotent per ``request_id``."""
     async with UnitOfWork(pool) as uow:
-        canon = {await _canonical(uow.conn, tenant, c) for c in customer_ids}
-        locked = await repo.lock_customers(uow.conn, {(tenant, c) for c in canon})
-        if any(merged_into for _, merged_into in locked.values()):
-            raise AdminError(409, "conflict", "a customer changed concurrently; retry")
-        if len(canon) < 2:
-            raise AdminError(409, "nothing_to_merge", "these ids are one customer already")
-        survivor = min(canon, key=lambda c: (locked[(tenant, c)][0], c))
-        merged = sorted(canon - {survivor})
-        merge_id = str(uuid.uuid5(NAMESPACE, f"merge\x00{tenant}\x00{request_id}"))
-        await repo.apply_aliases(uow.conn, {(tenant, m): survivor for m in merged})
-        await repo.insert_merges(uow.conn, [Merge(merge_id, tenant, survivor, merged, [], (tenant, ADMIN_SOURCE, request_id))],
-                                 "manual")
+        result = await _merge_in(uow.conn, tenant, customer_ids, request_id, "manual", [])
         await uow.commit()
+    return result
+
+
+async def _merge_in(conn: asyncpg.Connection, tenant: str, customer_ids: list[str], request_id: str, rule: str,
+                    linking: list[tuple[str, str, str]]) -> dict:
+    canon = {await _canonical(conn, tenant, c) for c in customer_ids}
+    locked = await repo.lock_customers(conn, {(tenant, c) for c in canon})
+    if any(merged_into for _, merged_into in locked.values()):
+        raise AdminError(409, "conflict", "a customer changed concurrently; retry")
+    if len(canon) < 2:
+        raise AdminError(409, "nothing_to_merge", "these ids are one customer already")
+    survivor = min(canon, key=lambda c: (locked[(tenant, c)][0], c))
+    merged = sorted(canon - {survivor})
+    merge_id = str(uuid.uuid5(NAMESPACE, f"merge\x00{tenant}\x00{request_id}"))
+    await repo.apply_aliases(conn, {(tenant, m): survivor for m in merged})
+    await repo.insert_merges(conn, [Merge(merge_id, tenant, survivor, merged, linking, (tenant, ADMIN_SOURCE, request_id))],
+                             rule)
     return {"merge_id": merge_id, "survivor_id": survivor, "merged_ids": merged}
+
+
+async def explain(pool: asyncpg.Pool, tenant: str, customer_id: str) -> dict:
+    """The graph (``show``) with what the rules refused for the customer's events and the merges of it waiting
+    for review or decided."""
+    graph = await show(pool, tenant, customer_id)
+    ids = [graph["customer_id"], *graph["merged_ids"]]
+    async with pool.acquire() as conn:
+        refused = await conn.fetch(
+            "SELECT source, event_id, id_type, value, rule, refused_at FROM identity.refusals"
+            " WHERE tenant = $1 AND customer_id = ANY($2::text[]) ORDER BY refused_at, id_type, value LIMIT 1000",
+            tenant, ids)
+        reviews = await conn.fetch(
+            "SELECT review_id, customers, linking, trigger_source, trigger_event, status, created_at, decided_at,"
+            " merge_id FROM identity.reviews WHERE tenant = $1 AND customers && $2::text[] ORDER BY created_at",
+            tenant, ids)
+    return {**graph,
+            "refused": [{"identifier": {"type": r["id_type"], "value": r["value"]}, "rule": r["rule"],
+                         "event": {"source": r["source"], "event_id": r["event_id"]}, "at": r["refused_at"]}
+                        for r in refused],
+            "reviews": [_review(r) for r in reviews]}
+
+
+def _review(r: Any) -> dict:
+    return {"review_id": r["review_id"], "customers": list(r["customers"]), "linking_identifiers": orjson.loads(r["linking"]),
+            "trigger": {"source": r["trigger_source"], "event_id": r["trigger_event"]}, "status": r["status"],
+            "created_at": r["created_at"], "decided_at": r["decided_at"], "merge_id": r["merge_id"]}
+
+
+async def reviews(pool: asyncpg.Pool, tenant: str, status: str, limit: int = 100) -> list[dict]:
+    """Merges held for review, oldest first, each with the evidence: the linking identifiers, the triggering
+    event and every identifier each customer holds."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT review_id, customers, linking, trigger_source, trigger_event, status, created_at, decided_at,"
+            " merge_id FROM identity.reviews WHERE tenant = $1 AND status = $2 ORDER BY created_at LIMIT $3",
+            tenant, status, limit)
+        held = await conn.fetch(
+            "SELECT customer_id, id_type, value, first_seen FROM identity.identifiers"
+            " WHERE tenant = $1 AND customer_id = ANY($2::text[]) ORDER BY customer_id, id_type, value",
+            tenant, sorted({c for r in rows for c in r["customers"]}))
+    by_customer: dict[str, list[dict]] = {}
+    for h in held:
+        by_customer.setdefault(h["customer_id"], []).append(
+            {"type": h["id_type"], "value": h["value"], "first_seen": h["first_seen"]})
+    return [{**_review(r), "evidence": {c: by_customer.get(c, []) for c in r["customers"]}} for r in rows]
+
+
+async def decide_review(pool: asyncpg.Pool, tenant: str, review_id: str, approve: bool, decided_by: str) -> dict:
+    """Approve (the customers are merged, rule ``review_approved``) or reject (they stay apart, and the same
+    merge is not proposed again). Deciding a decided review again answers as before if it is the same decision."""
+    async with UnitOfWork(pool) as uow:
+        row = await uow.conn.fetchrow("SELECT customers, linking, status, merge_id FROM identity.reviews"
+                                      " WHERE tenant = $1 AND review_id = $2 FOR UPDATE", tenant, review_id)
+        if row is None:
+            raise AdminError(404, "not_found", "no such review")
+        wanted = "approved" if approve else "rejected"
+        if row["status"] != "pending":
+            if row["status"] != wanted:
+                raise AdminError(409, "already_decided", f"the review was {row['status']}")
+            return {"review_id": review_id, "status": row["status"], "merge_id": row["merge_id"]}
+        merge_id = None
+        if approve:
+            linking = [(tenant, i["type"], i["value"]) for i in orjson.loads(row["linking"])]
+            merge_id = (await _merge_in(uow.conn, tenant, list(row["customers"]), f"review:{review_id}",
+                                        "review_approved", linking))["merge_id"]
+        await uow.conn.execute(
+            "UPDATE identity.reviews SET status = $3, decided_at = now(), decided_by = $4, merge_id = $5"
+            " WHERE tenant = $1 AND review_id = $2", tenant, review_id, wanted, decided_by, merge_id)
+        await uow.commit()
+    return {"review_id": review_id, "status": wanted, "merge_id": merge_id}
 
 
 async def split(pool: asyncpg.Pool, tenant: str, customer_id: str, identifiers: list[tuple[str, str]],

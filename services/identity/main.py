@@ -4,6 +4,7 @@ from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
 from services.identity import api
+from services.identity.rules import RulesSource
 from services.identity.service import IdentityService
 from services.identity.settings import IdentitySettings
 from shared import topics
@@ -11,11 +12,15 @@ from shared.runtime import Resources, build_service
 
 
 def build_app(settings: IdentitySettings, tracer_provider: TracerProvider | None = None) -> FastAPI:
+    rules = RulesSource(settings.identity_config)
+
     def wire(res: Resources, app: FastAPI) -> None:
+        app.state.rules = rules
         service = IdentityService(
             res.pool, res.producer, output_topic=res.topic(topics.IDENTITY.name), steps=res.steps,
             on_created=res.metrics.counter("touchpoint_customers_created_total", "Customers created").inc,
             on_merged=res.metrics.counter("touchpoint_customers_merged_total", "Customers merged into another").inc,
+            rules=rules.tenant,
         )
         app.state.service = service
         res.subscribe(topics.INGESTED.name, settings.group_id, service.process)

@@ -16,7 +16,7 @@ from typing import Iterable
 import asyncpg
 import orjson
 
-from services.identity.resolver import EventKey, IdKey, Merge
+from services.identity.resolver import EventKey, IdKey, Merge, Profile, Refusal, Review
 from shared.db import columns as _columns
 
 
@@ -170,3 +170,43 @@ async def unpublished_changes(conn: asyncpg.Connection, limit: int = 1000) -> li
 async def mark_changes_published(conn: asyncpg.Connection, change_ids: list[str]) -> None:
     if change_ids:
         await conn.execute("UPDATE identity.changes SET published = true WHERE change_id = ANY($1::text[])", change_ids)
+
+
+async def profiles(conn: asyncpg.Connection, customers: set[tuple[str, str]]) -> dict[tuple[str, str], Profile]:
+    """What each (canonical) customer holds: identifiers with their last-seen instants, and its alias count."""
+    if not customers:
+        return {}
+    keys = sorted(customers)
+    result = {k: Profile() for k in keys}
+    rows = await conn.fetch(
+        "SELECT i.tenant, i.customer_id, i.id_type, i.value, i.last_seen FROM identity.identifiers i"
+        " JOIN unnest($1::text[], $2::text[]) AS k(tenant, customer_id) USING (tenant, customer_id)",
+        *_columns(keys))
+    for r in rows:
+        result[(r["tenant"], r["customer_id"])].identifiers[(r["tenant"], r["id_type"], r["value"])] = r["last_seen"]
+    counts = await conn.fetch(
+        "SELECT c.tenant, c.merged_into, count(*) AS n FROM identity.customers c"
+        " JOIN unnest($1::text[], $2::text[]) AS k(tenant, merged_into) USING (tenant, merged_into)"
+        " GROUP BY c.tenant, c.merged_into", *_columns(keys))
+    for r in counts:
+        result[(r["tenant"], r["merged_into"])].merges = r["n"]
+    return result
+
+
+async def insert_refusals(conn: asyncpg.Connection, refusals: list[Refusal]) -> None:
+    if refusals:
+        await conn.execute(
+            "INSERT INTO identity.refusals (tenant, source, event_id, id_type, value, rule, customer_id)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])"
+            " ON CONFLICT DO NOTHING",
+            *_columns([(r.trigger[0], r.trigger[1], r.trigger[2], r.identifier[1], r.identifier[2], r.rule, r.customer)
+                       for r in refusals]))
+
+
+async def insert_reviews(conn: asyncpg.Connection, reviews: list[Review]) -> None:
+    if reviews:
+        await conn.executemany(
+            "INSERT INTO identity.reviews (tenant, review_id, customers, linking, trigger_source, trigger_event)"
+            " VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT DO NOTHING",
+            [(r.tenant, r.review_id, r.customers, orjson.dumps([{"type": t, "value": v} for _, t, v in r.linking]).decode(),
+              r.trigger[1], r.trigger[2]) for r in reviews])

@@ -1,12 +1,20 @@
 """Deterministic identity resolution over one batch. Pure logic: no database, no framework.
 
-Given what the graph already says about the batch's identifiers (each known identifier's canonical customer
-and every such customer's age), events are resolved in order:
-- no known identifier → a new customer, whose id is derived from the event (so a replay derives the same id);
+Given what the graph already says about the batch's identifiers (each known identifier's canonical customer,
+every such customer's age, and the identifiers and merges each holds), events are resolved in order under
+their tenant's :class:`~services.identity.rules.Rules`:
+- blocked values are dropped (refused, rule ``blocked``);
+- when linking the event would break a per-type limit (counted within its window of the event's time) or a
+  per-customer cap, the event's lowest-priority identifier is dropped (refused, rule ``limit:<type>`` or
+  ``cap:<merges|identifiers>``) and the event is matched again — so a new ``user_id`` arriving with a known
+  e-mail address of a customer who has another ``user_id`` makes a new customer, not a merge;
+- no known identifier left → a new customer, whose id is derived from the event (a replay derives the same id);
 - identifiers of exactly one customer → that customer;
 - identifiers of several customers → they are merged into the oldest one (the survivor), rule
-  ``shared_identifier``; the others become aliases of the survivor.
-Unknown identifiers of the event are then linked to the resolved customer.
+  ``shared_identifier``; the others become aliases of the survivor. A merge that some customer would join
+  only through identifiers of the rules' review types (a shared tablet's device id) is not applied: the event
+  goes to the oldest of them and the merge waits in the review queue.
+Unknown identifiers left on the event are then linked to the resolved customer.
 
 The caller holds locks that make this snapshot stable for the duration of its transaction.
 """
@@ -16,6 +24,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Callable
+
+from services.identity.rules import DEFAULT_RULES, Rules
 
 NAMESPACE = uuid.UUID("0b4f5a3e-3f7e-4c50-9a53-63a9c2f1f0d7")
 IdKey = tuple[str, str, str]  # tenant, type, value
@@ -48,6 +59,38 @@ class Plan:
     assignments: dict[EventKey, str] = field(default_factory=dict)
     # merged id → survivor, flattened: every value is canonical at the end of the batch
     aliases: dict[tuple[str, str], str] = field(default_factory=dict)
+    refusals: list["Refusal"] = field(default_factory=list)
+    reviews: list["Review"] = field(default_factory=list)
+
+
+@dataclass
+class Profile:
+    """What a customer holds: identifiers with when each was last seen, and how many customers were merged in."""
+
+    identifiers: dict[IdKey, datetime] = field(default_factory=dict)
+    merges: int = 0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An identifier of event ``trigger`` that was not linked, and why (``rule``: ``blocked``, ``limit:<type>``,
+    ``cap:merges``, ``cap:identifiers``); ``customer`` is the customer the event resolved to."""
+
+    trigger: EventKey
+    identifier: IdKey
+    rule: str
+    customer: str = ""
+
+
+@dataclass
+class Review:
+    """A merge of ``customers`` that event ``trigger`` would have made, held for a person to approve."""
+
+    review_id: str
+    tenant: str
+    customers: list[str]
+    linking: list[IdKey]
+    trigger: EventKey
 
 
 def customer_id_for(event: EventKey) -> str:
@@ -60,13 +103,25 @@ def merge_id_for(event: EventKey, survivor: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"merge\x00{tenant}\x00{source}\x00{event_id}\x00{survivor}"))
 
 
-class BatchResolver:
-    """Resolves a batch against a snapshot: ``owners`` (identifier → canonical customer) and ``age``
-    (customer → creation rank; lower is older)."""
+def review_id_for(tenant: str, customers: list[str]) -> str:
+    """One review per set of customers: a proposal rejected once is not asked again."""
+    return str(uuid.uuid5(NAMESPACE, "review\x00" + tenant + "\x00" + "\x00".join(sorted(customers))))
 
-    def __init__(self, owners: dict[IdKey, str], age: dict[tuple[str, str], int]) -> None:
+
+class BatchResolver:
+    """Resolves a batch against a snapshot: ``owners`` (identifier → canonical customer), ``age`` (customer →
+    creation rank; lower is older), ``profiles`` (customer → what it holds; needed for the owners' customers)
+    and ``rules`` (tenant → its rules). A review is proposed once per batch and set of customers; its id is
+    derived from that set, so the store keeps one (a rejected merge is not asked again)."""
+
+    def __init__(self, owners: dict[IdKey, str], age: dict[tuple[str, str], int],
+                 profiles: dict[tuple[str, str], Profile] | None = None,
+                 rules: Callable[[str], Rules] = lambda tenant: DEFAULT_RULES) -> None:
         self.owners = dict(owners)
         self.age = dict(age)
+        self.profiles = dict(profiles or {})
+        self.rules = rules
+        self.proposed: set[str] = set()
         self.plan = Plan()
         self._next_age = max(age.values(), default=0) + 1
 
@@ -75,21 +130,78 @@ class BatchResolver:
 
     def resolve(self, event: Incoming) -> str:
         tenant = event.key[0]
-        owners = {self.canonical(tenant, self.owners[i]) for i in event.identifiers if i in self.owners}
-        if not owners:
+        rules = self.rules(tenant)
+        idents, refused = self._allowed(event, rules)
+        owners = self._owners_of(tenant, idents)
+        linking = [i for i in idents if i in self.owners]
+        if len(owners) > 1 and self._joins_only_by(tenant, linking, rules.review_types):
+            customer = self._hold_for_review(event, owners, linking)
+        elif not owners:
             customer = self._create(event)
         elif len(owners) == 1:
             customer = owners.pop()
         else:
-            customer = self._merge(event, owners)
-        for ident in event.identifiers:
+            customer = self._merge(event, owners, linking)
+        profile = self.profiles.setdefault((tenant, customer), Profile())
+        for ident in idents:
             if ident in self.owners:
                 self.plan.seen_identifiers.add(ident)
             else:
                 self.owners[ident] = customer
                 self.plan.new_identifiers.append((ident, customer, event.key))
+            profile.identifiers[ident] = max(profile.identifiers.get(ident, event.occurred_at), event.occurred_at)
+        self.plan.refusals.extend(Refusal(event.key, i, rule, customer) for i, rule in refused)
         self.plan.assignments[event.key] = customer
         return customer
+
+    def _joins_only_by(self, tenant: str, linking: list[IdKey], review_types: frozenset[str]) -> bool:
+        """True when some customer would join the merge only through identifiers of ``review_types`` (a shared
+        tablet's device id, a cookie): evidence too weak to merge without a person."""
+        strong: dict[str, bool] = {}
+        for i in linking:
+            owner = self.canonical(tenant, self.owners[i])
+            strong[owner] = strong.get(owner, False) or i[1] not in review_types
+        return not all(strong.values())
+
+    def _owners_of(self, tenant: str, idents: list[IdKey]) -> set[str]:
+        return {self.canonical(tenant, self.owners[i]) for i in idents if i in self.owners}
+
+    def _allowed(self, event: Incoming, rules: Rules) -> tuple[list[IdKey], list[tuple[IdKey, str]]]:
+        """The event's identifiers that may link, and the refused ones with their rule: blocked values first,
+        then the lowest-priority identifier, one at a time, while linking would break a limit or a cap."""
+        refused = [(i, "blocked") for i in event.identifiers if rules.blocked(i[2])]
+        idents = [i for i in dict.fromkeys(event.identifiers) if not rules.blocked(i[2])]
+        while idents:
+            broken = self._broken(event, rules, idents)
+            if broken is None:
+                break
+            drop = max(idents, key=lambda i: (rules.rank(i[1]), i[1], i[2]))
+            idents.remove(drop)
+            refused.append((drop, broken))
+        return idents, refused
+
+    def _broken(self, event: Incoming, rules: Rules, idents: list[IdKey]) -> str | None:
+        """The rule that linking ``idents`` would break, if any. A limit or cap counts as broken only when the
+        result holds more than the limit *and* more than any one of the customers already held (a customer
+        over a limit from before the rule does not lose its events)."""
+        tenant, at = event.key[0], event.occurred_at
+        holders = [self.profiles.get((tenant, c), Profile()) for c in sorted(self._owners_of(tenant, idents))]
+        combined: dict[IdKey, datetime] = {}
+        for p in holders:
+            combined.update(p.identifiers)
+        for i in idents:
+            combined[i] = at
+        for id_type, (limit, window) in sorted(rules.limits.items()):
+            def active(held: dict[IdKey, datetime]) -> int:
+                return sum(1 for i, seen in held.items() if i[1] == id_type and (window is None or seen >= at - window))
+            after = active(combined)
+            if after > limit and after > max((active(p.identifiers) for p in holders), default=0):
+                return f"limit:{id_type}"
+        if len(holders) > 1 and sum(p.merges for p in holders) + len(holders) - 1 > rules.max_merges:
+            return "cap:merges"
+        if len(combined) > rules.max_identifiers and len(combined) > max((len(p.identifiers) for p in holders), default=0):
+            return "cap:identifiers"
+        return None
 
     def finish(self) -> Plan:
         """Rewrite every assignment and new link to the customer that is canonical at the end."""
@@ -98,6 +210,11 @@ class BatchResolver:
         plan.new_identifiers = [(i, self.canonical(i[0], c), by) for i, c, by in plan.new_identifiers]
         for merge in plan.merges:
             merge.survivor_id = self.canonical(merge.tenant, merge.survivor_id)
+        plan.refusals = [Refusal(r.trigger, r.identifier, r.rule, self.canonical(r.trigger[0], r.customer))
+                         for r in plan.refusals]
+        for review in plan.reviews:
+            review.customers = sorted({self.canonical(review.tenant, c) for c in review.customers})
+        plan.reviews = [r for r in plan.reviews if len(r.customers) > 1]
         return plan
 
     def _create(self, event: Incoming) -> str:
@@ -108,16 +225,30 @@ class BatchResolver:
         self.plan.new_customers.append((tenant, customer, event.key))
         return customer
 
-    def _merge(self, event: Incoming, owners: set[str]) -> str:
+    def _hold_for_review(self, event: Incoming, owners: set[str], linking: list[IdKey]) -> str:
+        """The event goes to the oldest customer; the merge waits for a person (once per set of customers)."""
+        tenant = event.key[0]
+        oldest = min(owners, key=lambda c: (self.age[(tenant, c)], c))
+        review_id = review_id_for(tenant, sorted(owners))
+        if review_id not in self.proposed:
+            self.proposed.add(review_id)
+            self.plan.reviews.append(Review(review_id, tenant, sorted(owners), sorted(linking), event.key))
+        return oldest
+
+    def _merge(self, event: Incoming, owners: set[str], linking: list[IdKey]) -> str:
         tenant = event.key[0]
         survivor = min(owners, key=lambda c: (self.age[(tenant, c)], c))
         merged = sorted(owners - {survivor})
+        kept = self.profiles.setdefault((tenant, survivor), Profile())
+        for old in merged:
+            gone = self.profiles.pop((tenant, old), Profile())
+            kept.identifiers.update(gone.identifiers)
+            kept.merges += gone.merges + 1
         for old in merged:
             self.plan.aliases[(tenant, old)] = survivor
         for alias, target in list(self.plan.aliases.items()):
             if alias[0] == tenant and target in merged:
                 self.plan.aliases[alias] = survivor
-        linking = [i for i in event.identifiers if i in self.owners]
         self.plan.merges.append(
             Merge(merge_id_for(event.key, survivor), tenant, survivor, merged, linking, event.key)
         )

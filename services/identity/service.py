@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from services.identity import repository as repo
 from services.identity.resolver import BatchResolver, EventKey, IdKey, Incoming, Plan
+from services.identity.rules import DEFAULT_RULES, Rules
 from shared.cloudevents import CloudEvent, InvalidEvent, from_kafka
 from shared.contracts import types
 from shared.contracts.identity import CustomersMergedV1
@@ -40,8 +41,10 @@ MAX_LOCK_ROUNDS = 5
 class IdentityService:
     def __init__(self, pool: asyncpg.Pool, producer: EventProducer, output_topic: str, steps: Steps | None = None,
                  on_created: Callable[[int], None] = lambda n: None,
-                 on_merged: Callable[[int], None] = lambda n: None) -> None:
+                 on_merged: Callable[[int], None] = lambda n: None,
+                 rules: Callable[[str], Rules] = lambda tenant: DEFAULT_RULES) -> None:
         self.pool = pool
+        self.rules = rules
         self.producer = producer
         self.output_topic = output_topic
         self.steps = steps or Steps(None, "identity")
@@ -106,7 +109,9 @@ class IdentityService:
             owners = await repo.owners(conn, idents)  # merged underneath us before we locked: look again
         else:
             raise asyncpg.SerializationError("identity graph kept changing under the batch")
-        resolver = BatchResolver(owners, {k: seq for k, (seq, _) in locked.items()})
+        held = {(i[0], c) for i, c in owners.items()}
+        resolver = BatchResolver(owners, {k: seq for k, (seq, _) in locked.items()}, await repo.profiles(conn, held),
+                                 self.rules)
         for event in todo:
             resolver.resolve(event)
         return resolver.finish()
@@ -123,6 +128,8 @@ class IdentityService:
         await repo.touch_identifiers(conn, {i: last_seen[i] for i in plan.seen_identifiers})
         await repo.insert_processed(conn, plan.assignments)
         await repo.insert_merges(conn, plan.merges, RULE_SHARED_IDENTIFIER)
+        await repo.insert_refusals(conn, plan.refusals)
+        await repo.insert_reviews(conn, plan.reviews)
         self.on_created(len(plan.new_customers))
         self.on_merged(sum(len(m.merged_ids) for m in plan.merges))
 

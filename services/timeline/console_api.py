@@ -132,7 +132,7 @@ async def _with_live_state(request: Request, conversations: list[dict]) -> list[
 @router.get("/customers/{customer_id}/identity", summary="Why these identifiers belong to this customer")
 async def identity(request: Request, customer_id: str, principal: Principal = Depends(reader)) -> Response:
     canonical = await canonical_id(request, principal.tenant, customer_id)
-    status, body = await _peer(request, "identity_url", "GET", f"/v1/identities/{canonical}")
+    status, body = await _peer(request, "identity_url", "GET", f"/v1/identities/{canonical}/explain")
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 

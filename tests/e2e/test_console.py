@@ -74,6 +74,18 @@ async def get(stack, key: str, path: str) -> httpx.Response:
         return await client.get(stack.processes["timeline"].url + path, headers={"Authorization": f"Bearer {key}"})
 
 
+async def customer_of(stack, key: str, email: str) -> str:
+    """The customer holding ``email``, once the timeline knows it."""
+    found = {}
+
+    async def known():
+        resp = await get(stack, key, f"/v1/customers/lookup?type=email&value={email}")
+        found.update(resp.json() if resp.status_code == 200 else {})
+        return resp.status_code == 200
+    await kafka_io.wait_for(known, timeout=60, what=f"the customer of {email}")
+    return found["customer_id"]
+
+
 async def wait_entries(stack, key: str, customer: str, at_least: int) -> None:
     async def enough():
         resp = await get(stack, key, f"/v1/customers/{customer}")
@@ -121,9 +133,9 @@ async def world(infra, tmp_path_factory):
         return resp.status_code == 200 and resp.json()["entry_count"] >= 5
     await kafka_io.wait_for(found, timeout=60, what="Anna's five contacts")
     anna = resp.json()["customer_id"]
-    bulk_id = (await get(s, keys["read"], "/v1/customers/lookup?type=email&value=bulk@example.com")).json()["customer_id"]
+    bulk_id = await customer_of(s, keys["read"], "bulk@example.com")
     await wait_entries(s, keys["read"], bulk_id, 130)
-    other = (await get(s, keys["other"], "/v1/customers/lookup?type=email&value=secret@globex.example")).json()["customer_id"]
+    other = await customer_of(s, keys["other"], "secret@globex.example")
 
     ref = {"customer_id": None, "identifiers": [{"type": "email", "value": ANNA["email"]}]}
     await publish(s, "touchpoint.consent.v1", "acme", types.PREFERENCES_CHANGED, ANNA["email"], {

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from services.identity.rules import parse_rules
 from services.feedback.config import parse_config as parse_feedback_config
 from services.feedback.settings import FeedbackSettings
 from services.notification.config import parse_config as parse_notification_config
@@ -55,8 +56,8 @@ SECRET_LOOKING_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|DATABASE_URL|DS
 # `res.subscribe(topics.IDENTITY.name, ...)` in a service's composition root (services/<name>/main.py).
 SUBSCRIPTION = re.compile(r"\.subscribe\(\s*topics\.([A-Z_]+)\.name")
 # Services that read a configuration file (TOUCHPOINT_<SERVICE>_CONFIG) from a ConfigMap, with its parser.
-CONFIG_PARSERS = {"routing": parse_routing_config, "notification": parse_notification_config,
-                  "feedback": parse_feedback_config}
+CONFIG_PARSERS = {"identity": parse_rules, "routing": parse_routing_config,
+                  "notification": parse_notification_config, "feedback": parse_feedback_config}
 # Holds the notification service's answer-link secret and channel credentials; created by the operator.
 NOTIFICATION_SECRET = "touchpoint-notification"
 # Holds the feedback service's survey-link secret; created by the operator.

@@ -47,6 +47,7 @@ const MESSAGES = {
   "identity.explain": ["Why do these identifiers belong to this person?", "Warum gehören diese Kennungen zu dieser Person?"],
   "identity.linked": ["linked by {source} / {event} on {at}", "verknüpft durch {source} / {event} am {at}"],
   "identity.merge": ["merged {ids} ({rule}) on {at}", "{ids} zusammengeführt ({rule}) am {at}"],
+  "identity.refused": ["not linked: {rule} (event from {source}, {at})", "nicht verknüpft: {rule} (Ereignis von {source}, {at})"],
   "identity.linking": ["via {idents}", "über {idents}"],
   "identity.unavailable": ["Identity explanation unavailable ({reason}).", "Identitätserklärung nicht verfügbar ({reason})."],
   "split.open": ["Request a split", "Trennung beantragen"],
@@ -530,8 +531,12 @@ async function explainIdentity() {
   const merges = graph.merges.map((m) => el("li", {},
     t("identity.merge", { ids: m.merged_ids.join(", "), rule: m.rule, at: fmtTime(m.merged_at) }), " ",
     t("identity.linking", { idents: (m.linking_identifiers || []).map((x) => (x.type ? `${x.type}:${x.value}` : String(x))).join(", ") })));
+  const refused = (graph.refused || []).map((r) => el("li", {},
+    el("span", { class: "badge", text: r.identifier.type }), " ", r.identifier.value, " — ",
+    t("identity.refused", { rule: r.rule, source: r.event.source, at: fmtTime(r.at) })));
   box.replaceChildren(el("ul", { class: "plain", id: "identity-identifiers" }, ...idents),
-    el("ul", { class: "plain", id: "identity-merges" }, ...merges));
+    el("ul", { class: "plain", id: "identity-merges" }, ...merges),
+    el("ul", { class: "plain", id: "identity-refused" }, ...refused));
   $("split-identifiers").replaceChildren(...graph.identifiers.map((i, n) => el("div", {},
     el("input", { type: "checkbox", id: `split-${n}`, value: JSON.stringify({ type: i.type, value: i.value }) }),
     el("label", { for: `split-${n}`, text: ` ${i.type}: ${i.value}` }))));
