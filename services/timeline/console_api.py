@@ -10,7 +10,7 @@
   ``POST .../split-requests`` asks an administrator for a split.
 - ``GET /v1/console/customers/{id}/live`` is a server-sent event stream: ``entry`` for each new timeline entry,
   ``changed`` when anything else about the customer changed, ``merged`` when the customer was merged into
-  another (data: the survivor's id).
+  another (data: the survivor's id; the stream ends there).
 
 Calls to the routing and identity services carry the caller's own key, so they apply the caller's tenant and
 scopes; when a peer is down or slow the panel says so and the rest of the page still renders.
@@ -42,6 +42,8 @@ STATIC = Path(__file__).resolve().parent / "console_static"
 # re-reads this window so that an entry committed late is still sent.
 LIVE_WINDOW = 1_000_000
 MAX_OPEN_CONVERSATIONS = 10
+# New entries sent per wake-up; more wait for the next one (a wake-up follows at once while any are left).
+MAX_LIVE_BATCH = 500
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self';"
                                " connect-src 'self'; frame-ancestors 'none'",
@@ -184,22 +186,24 @@ async def _stream(request: Request, watch: Any) -> AsyncIterator[bytes]:
     try:
         async with pool.acquire() as conn:
             floor = max(0, await repo.last_seq(conn) - LIVE_WINDOW)
-            seen = {r["entry_id"] for r in await repo.entries_after(conn, tenant, watch.key[1], floor, 100_000)}
+            seen = set(await repo.entry_ids_after(conn, tenant, watch.key[1], floor))
         yield b"event: ready\ndata: {}\n\n"
         while True:
             woken = await watch.wait(settings.live_idle_seconds)
             await request.app.state.live_hub.ensure_listening()
             survivor = await canonical_id(request, tenant, watch.key[1])
-            if survivor != watch.key[1]:
-                watch.follow(survivor)
+            if survivor != watch.key[1]:  # the page opens the survivor, with a stream of its own
                 yield b"event: merged\ndata: " + orjson.dumps({"customer_id": survivor}) + b"\n\n"
+                return
             async with pool.acquire() as conn:
-                rows = await repo.entries_after(conn, tenant, watch.key[1], floor, 100_000)
-            fresh = [r for r in rows if r["entry_id"] not in seen]
+                ids = [i for i in await repo.entry_ids_after(conn, tenant, watch.key[1], floor) if i not in seen]
+                fresh = await repo.entries_by_id(conn, tenant, ids[:MAX_LIVE_BATCH]) if ids else []
             for r in fresh:
                 seen.add(r["entry_id"])
                 data = r["payload"].encode()[:-1] + b',"customer_id":' + orjson.dumps(watch.key[1]) + b"}"
                 yield b"event: entry\ndata: " + data + b"\n\n"
+            if len(ids) > len(fresh):
+                watch.wake()
             yield b"event: changed\ndata: {}\n\n" if woken or fresh else b": idle\n\n"
     finally:
         watch.close()

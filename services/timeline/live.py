@@ -41,10 +41,6 @@ class Watch:
         self._event.clear()
         return True
 
-    def follow(self, customer_id: str) -> None:
-        """Watch ``customer_id`` instead (the customer was merged into it)."""
-        self._hub._move(self, (self.key[0], customer_id))
-
     def close(self) -> None:
         self._hub._remove(self)
 
@@ -91,11 +87,6 @@ class LiveHub:
         for ws in list(self._watches.values()):
             for w in list(ws):
                 w.wake()
-
-    def _move(self, w: Watch, key: tuple[str, str]) -> None:
-        self._remove(w)
-        w.key = key
-        self._watches[key].add(w)
 
     def _remove(self, w: Watch) -> None:
         ws = self._watches.get(w.key)

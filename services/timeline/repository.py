@@ -363,12 +363,17 @@ async def search(conn: asyncpg.Connection, tenant: str, values: list[str], name_
         tenant, values, name_prefix.lower().replace("%", "").replace("_", "") if name_prefix else None, limit)
 
 
-async def entries_after(conn: asyncpg.Connection, tenant: str, customer_id: str, seq: int,
-                        limit: int) -> list[asyncpg.Record]:
-    """The customer's entries with ``seq`` above the given one, in ``seq`` order."""
-    return await conn.fetch(
-        "SELECT entry_id, seq, payload FROM timeline.entries WHERE tenant = $1 AND customer_id = $2 AND seq > $3"
-        " ORDER BY seq LIMIT $4", tenant, customer_id, seq, limit)
+async def entry_ids_after(conn: asyncpg.Connection, tenant: str, customer_id: str, seq: int) -> list[str]:
+    """Ids of the customer's entries with ``seq`` above the given one (ids only: cheap to read again)."""
+    rows = await conn.fetch("SELECT entry_id FROM timeline.entries WHERE tenant = $1 AND customer_id = $2 AND seq > $3",
+                            tenant, customer_id, seq)
+    return [r["entry_id"] for r in rows]
+
+
+async def entries_by_id(conn: asyncpg.Connection, tenant: str, entry_ids: list[str]) -> list[asyncpg.Record]:
+    """These entries, in ``seq`` order."""
+    return await conn.fetch("SELECT entry_id, payload FROM timeline.entries WHERE tenant = $1"
+                            " AND entry_id = ANY($2::text[]) ORDER BY seq", tenant, entry_ids)
 
 
 async def last_seq(conn: asyncpg.Connection) -> int:

@@ -364,3 +364,25 @@ async def test_tenant_b_customer_is_not_reachable_with_tenant_a_credentials(worl
     assert found == {"results": []}
     # The same customer with its own tenant's key is there.
     assert (await get(world["stack"], world["keys"]["other"], f"/v1/console/customers/{world['other']}")).status_code == 200
+
+
+async def test_a_merge_while_the_page_is_open_switches_it_to_the_survivor(world):
+    stack, key = world["stack"], world["keys"]["ingest"]
+    await ingest(stack, key, [interaction("email", {"email": "olga@example.com"}, 60, "First e-mail")])
+    olga = await customer_of(stack, world["keys"]["read"], "olga@example.com")
+    await ingest(stack, key, [interaction("phone", {"phone": "+49 40 5555555"}, 30, "A call")])
+
+    async def phone_known():
+        return (await get(stack, world["keys"]["read"], "/v1/customers/lookup?type=phone&value=040%205555555")).status_code == 200
+    await kafka_io.wait_for(phone_known, timeout=60, what="the caller's customer")
+    caller = (await get(stack, world["keys"]["read"], "/v1/customers/lookup?type=phone&value=040%205555555")).json()["customer_id"]
+    assert caller != olga
+    page = await page_for(world, world["keys"]["agent"], "?phone=040%205555555")
+    await page.wait_for_selector(f"body[data-customer='{caller}']")
+    await page.wait_for_timeout(500)  # the live stream is open
+    await ingest(stack, key, [interaction("sms", {"phone": "+49 40 5555555", "email": "olga@example.com"}, 0, "It's me")])
+    await page.wait_for_selector(f"body[data-customer='{olga}']", timeout=15_000)
+    idents = await page.eval_on_selector_all("#identifiers li", "ns => ns.map(n => n.dataset.identifier)")
+    assert set(idents) == {"email:olga@example.com", "phone:+49405555555"}
+    assert caller in await page.inner_text("[data-fact='merged'] dd")
+    assert not page.errors, page.errors
