@@ -1,5 +1,6 @@
-"""Two identity instances in one consumer group, events for the same new identifiers on different partitions:
-exactly one customer per person."""
+"""Two identity instances in one consumer group, 20,000 events over a small pool of shared identifiers on
+different partitions: exactly one customer per person, and the same identity graph as one instance builds from
+the same input."""
 
 from __future__ import annotations
 
@@ -56,20 +57,39 @@ async def group_members(bootstrap: str, group: str) -> int:
         await admin.close()
 
 
-async def test_two_identity_instances_create_no_duplicate_customers(stack):
+async def graph(stack, tenant: str) -> set[frozenset[str]]:
+    """The identity graph as a partition: each live customer's identifiers."""
+    conn = await stack.connect()
+    try:
+        rows = await conn.fetch("SELECT customer_id, array_agg(id_type || ':' || value) AS idents"
+                                " FROM identity.identifiers WHERE tenant = $1 GROUP BY customer_id", tenant)
+    finally:
+        await conn.close()
+    return {frozenset(r["idents"]) for r in rows}
+
+
+async def processed(stack, tenant: str) -> int:
+    conn = await stack.connect()
+    try:
+        return await conn.fetchval("SELECT count(*) FROM identity.processed_events WHERE tenant = $1", tenant)
+    finally:
+        await conn.close()
+
+
+async def test_two_identity_instances_create_no_duplicate_customers(stack, infra):
     async def both_joined():
         return await group_members(stack.bootstrap_servers, stack.prefix + "touchpoint-identity") == 2
 
     await kafka_io.wait_for(both_joined, timeout=60, what="two identity members")
     tenant = "race"
-    events = contested_events(tenant, people=150, count=4000)
-    await kafka_io.publish(stack.bootstrap_servers, stack.topic("touchpoint.inbound.v1"),
-                           [kafka_io.binary_record(e) for e in events])
+    events = contested_events(tenant, people=150, count=20_000)
+    records = [kafka_io.binary_record(e) for e in events]
+    await kafka_io.publish(stack.bootstrap_servers, stack.topic("touchpoint.inbound.v1"), records)
 
     async def all_stored():
         return await checks.timeline_count(stack, tenant) >= len(events)
 
-    await kafka_io.wait_for(all_stored, timeout=120, what="all rows")
+    await kafka_io.wait_for(all_stored, timeout=300, what="all rows")
     await asyncio.sleep(1)
     count, partition, _ = await checks.stored_partition(stack, tenant)
     checks.assert_known_answer(events, count, partition)
@@ -79,5 +99,25 @@ async def test_two_identity_instances_create_no_duplicate_customers(stack):
     per_instance = await conn.fetchval("SELECT count(DISTINCT customer_id) FROM identity.identifiers WHERE tenant = $1", tenant)
     await conn.close()
     assert live == 150 and per_instance == 150
+    two = await graph(stack, tenant)
+
+    # The same input through one identity instance on a stack of its own.
+    single = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
+    try:
+        single.start("ingestion")
+        single.start("identity")
+        for proc in single.processes.values():
+            await proc.wait_ready()
+        await kafka_io.publish(single.bootstrap_servers, single.topic("touchpoint.inbound.v1"), records)
+
+        async def all_resolved():
+            return await processed(single, tenant) >= len(events)
+        await kafka_io.wait_for(all_resolved, timeout=300, what="all events resolved by one instance")
+        one = await graph(single, tenant)
+    finally:
+        single.stop_all()
+    links = sum(len(c) for c in two)
+    assert two == one and links == 450, (len(two), len(one), links)
     print(f"\ntwo identity instances, {len(events)} events for 150 people: customers {live}, "
-          f"timeline groups {len(partition)}, rows {count}")
+          f"timeline groups {len(partition)}, rows {count}; graph equal to one instance's: {len(one)} customers, "
+          f"{links} identifier links (duplicates 0, lost links 0)")
