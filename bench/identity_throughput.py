@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench import harness, report
 from bench.loadgen import PRODUCER_CONFIG
+from bench.profile import Profiler
 from shared import topics
 from shared.contracts import types
 from tests.support import kafka_io
@@ -90,9 +91,14 @@ async def run(args: argparse.Namespace) -> dict:
         await preload(stack.bootstrap_servers, source, records)
         proc = harness.start_service(stack, "identity")
         await harness.wait_ready([proc], timeout=120)
+        profiler = Profiler({"identity": proc.popen.pid}, args.profile_seconds) if args.profile_seconds else None
+        if profiler:
+            await profiler.start()
         started = time.monotonic()
         identity_s = await drain_seconds(stack.bootstrap_servers, stack.prefix + "touchpoint-identity", source,
                                          started, args.timeout)
+        if profiler:
+            print(await profiler.finish())
         proc.terminate()
         conn = await stack.connect()
         try:
@@ -146,6 +152,7 @@ def main() -> None:
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--people", type=int, default=30_000)
     p.add_argument("--timeout", type=float, default=900)
+    p.add_argument("--profile-seconds", type=float, default=0, help="py-spy the identity process for this long")
     args = p.parse_args()
     if args.quick:
         args.events, args.people = 10_000, 3_000

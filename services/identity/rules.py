@@ -32,7 +32,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from shared import config_file
 from shared.config_file import ConfigError, PerTenantFile
@@ -108,10 +108,15 @@ class TenantRulesConfig(_Model):
 
 class RulesConfig(_Model):
     tenants: dict[str, TenantRulesConfig] = Field(default_factory=dict)
+    _rules: dict[str, "Rules"] = PrivateAttr(default_factory=dict)
 
     def tenant(self, tenant_id: str) -> "Rules":
-        config = self.tenants.get(tenant_id) or self.tenants.get(DEFAULT_TENANT) or TenantRulesConfig()
-        return Rules.of(config)
+        """The tenant's rules (its entry, else ``default``, else the built-in ones), compiled once per file."""
+        rules = self._rules.get(tenant_id)
+        if rules is None:
+            config = self.tenants.get(tenant_id) or self.tenants.get(DEFAULT_TENANT) or TenantRulesConfig()
+            rules = self._rules[tenant_id] = Rules.of(config)
+        return rules
 
 
 @dataclass(frozen=True)
