@@ -70,6 +70,21 @@ const MESSAGES = {
   "unknown": ["—", "—"],
   "unnamed": ["Customer {id}", "Kunde {id}"],
   "conv.status": ["{status}", "{status}"],
+  "code.queued": ["queued", "wartet"],
+  "code.offered": ["offered", "angeboten"],
+  "code.assigned": ["assigned", "zugewiesen"],
+  "code.waiting_on_customer": ["waiting on the customer", "wartet auf Kunden"],
+  "code.resolved": ["resolved", "gelöst"],
+  "code.first_response": ["first response", "Erstreaktion"],
+  "code.next_response": ["next response", "Folgereaktion"],
+  "code.resolution": ["resolution", "Lösung"],
+  "code.scheduled": ["scheduled", "geplant"],
+  "code.held": ["held", "zurückgehalten"],
+  "code.sent": ["sent", "gesendet"],
+  "code.delivered": ["delivered", "zugestellt"],
+  "code.failed": ["failed", "fehlgeschlagen"],
+  "code.suppressed": ["suppressed", "unterdrückt"],
+  "code.follow_up_answered": ["follow-up answered", "Rückfrage beantwortet"],
   "conv.position": ["position {position} in {queue}", "Position {position} in {queue}"],
   "conv.eta": ["ETA {eta}", "voraussichtlich {eta}"],
   "conv.agent": ["agent {agent}", "Agent {agent}"],
@@ -107,6 +122,11 @@ if (langParam) state.lang = langParam;
 if (!LANGUAGES.includes(state.lang)) state.lang = "en";
 
 const $ = (id) => document.getElementById(id);
+
+// A code from the server (status, SLA metric, decision) in the UI language; an unknown code as it is.
+function code(value) {
+  return value && MESSAGES[`code.${value}`] ? t(`code.${value}`) : value;
+}
 
 function t(key, vars = {}) {
   const pair = MESSAGES[key];
@@ -304,7 +324,7 @@ function scoreText(score) { return score ? `${score.score} (${fmtTime(score.at)}
 function renderConversations(conversations) {
   const items = conversations.map((c) => {
     const live = c.live || {};
-    const parts = [t("conv.status", { status: live.status || c.last_event.replace("routing.conversation_", "") })];
+    const parts = [t("conv.status", { status: code(live.status || c.last_event.replace("routing.conversation_", "")) })];
     const queue = live.queue || c.queue;
     if (live.position || c.position) parts.push(t("conv.position", { position: live.position || c.position, queue }));
     if (live.eta_s !== undefined && live.eta_s !== null) parts.push(t("conv.eta", { eta: fmtDuration(live.eta_s) }));
@@ -326,7 +346,7 @@ function renderConversations(conversations) {
 function tickClocks() {
   const now = Date.now();
   for (const node of document.querySelectorAll("#conversations .clock")) {
-    const metric = node.dataset.metric.replaceAll("_", " ");
+    const metric = code(node.dataset.metric);
     const stateName = node.dataset.state;
     const due = node.dataset.due ? Date.parse(node.dataset.due) : null;
     const left = due === null ? null : (due - now) / 1000;
@@ -344,7 +364,7 @@ function tickClocks() {
 
 function renderNotifications(notifications) {
   const items = notifications.map((n) => el("li", { "data-notification": n.notification_id },
-    el("span", { class: `badge decision-${n.decision}`, text: n.decision }), " ",
+    el("span", { class: `badge decision-${n.decision}`, "data-decision": n.decision, text: code(n.decision) }), " ",
     el("span", { text: [n.trigger, n.purpose, n.channel].filter(Boolean).join(" · ") }), " ",
     n.reason ? el("span", { class: "reason", text: t("notif.reason", { reason: n.reason }) }) : null, " ",
     n.release_at ? el("span", { text: t("notif.release", { at: fmtTime(n.release_at) }) }) : null,
