@@ -23,7 +23,7 @@ from shared.settings import ServiceSettings
 app = typer.Typer(no_args_is_help=True, help="Operate a Touchpoint installation.")
 keys = typer.Typer(no_args_is_help=True, help="Create and revoke API keys.")
 dlq = typer.Typer(no_args_is_help=True, help="Inspect and re-drive dead letters.")
-identity = typer.Typer(no_args_is_help=True, help="Show, merge, split and erase customers (identity admin API).")
+identity = typer.Typer(no_args_is_help=True, help="Show, merge, split, unmerge and erase customers (identity admin API).")
 app.add_typer(keys, name="api-keys")
 app.add_typer(dlq, name="dlq")
 app.add_typer(identity, name="identity")
@@ -202,6 +202,18 @@ def identity_split(customer_id: str, identifier: list[str] = typer.Option(..., h
     idents = [dict(zip(("type", "value"), i.split(":", 1))) for i in identifier]
     _echo_json(_identity_call("POST", f"{identity_url}/v1/identities/{customer_id}/split", api_key,
                               {"identifiers": idents, "reason": reason}))
+
+
+@identity.command("unmerge")
+def identity_unmerge(merge_id: str, api_key: str = API_KEY, identity_url: str = IDENTITY_URL) -> None:
+    """Undo a merge (its id is in ``identity show``): the merged-away customers come back with what they held."""
+    _echo_json(_identity_call("POST", f"{identity_url}/v1/identities/merges/{merge_id}/undo", api_key))
+
+
+@app.command("explain")
+def explain(customer_id: str, api_key: str = API_KEY, identity_url: str = IDENTITY_URL) -> None:
+    """Why these identifiers belong to the customer: linking events, merges and their rules, refusals, reviews."""
+    _echo_json(_identity_call("GET", f"{identity_url}/v1/identities/{customer_id}/explain", api_key))
 
 
 @app.command("erase")

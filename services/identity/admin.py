@@ -109,9 +109,11 @@ async def _merge_in(conn: asyncpg.Connection, tenant: str, customer_ids: list[st
     survivor = min(canon, key=lambda c: (locked[(tenant, c)][0], c))
     merged = sorted(canon - {survivor})
     merge_id = str(uuid.uuid5(NAMESPACE, f"merge\x00{tenant}\x00{request_id}"))
+    held = {m: sorted(f"{i[1]}:{i[2]}" for i in p.identifiers)
+            for (_, m), p in (await repo.profiles(conn, {(tenant, m) for m in merged})).items()}
     await repo.apply_aliases(conn, {(tenant, m): survivor for m in merged})
-    await repo.insert_merges(conn, [Merge(merge_id, tenant, survivor, merged, linking, (tenant, ADMIN_SOURCE, request_id))],
-                             rule)
+    await repo.insert_merges(conn, [Merge(merge_id, tenant, survivor, merged, linking, (tenant, ADMIN_SOURCE, request_id),
+                                          held)], rule)
     return {"merge_id": merge_id, "survivor_id": survivor, "merged_ids": merged}
 
 
@@ -216,6 +218,51 @@ async def split(pool: asyncpg.Pool, tenant: str, customer_id: str, identifiers: 
         await _record_change(uow.conn, split_id, tenant, types.CUSTOMER_SPLIT, canonical, payload)
         await uow.commit()
     return payload
+
+
+async def undo_merge(pool: asyncpg.Pool, tenant: str, merge_id: str) -> dict:
+    """Undo a merge: each merged-away customer gets its id back with the identifiers it held at the merge that
+    the survivor still holds, and a ``customer_split`` event per customer tells the projections to move back the
+    entries those identifiers link to. Idempotent: undoing an undone merge answers as the first time."""
+    async with UnitOfWork(pool) as uow:
+        row = await uow.conn.fetchrow("SELECT survivor_id, merged_ids, held, undone_at FROM identity.merges"
+                                      " WHERE tenant = $1 AND merge_id = $2 FOR UPDATE", tenant, merge_id)
+        if row is None:
+            raise AdminError(404, "not_found", "no such merge")
+        if row["held"] is None:
+            raise AdminError(409, "not_reversible", "the merge was recorded before merges kept what they joined")
+        held = orjson.loads(row["held"])
+        splits = [_undo_split_id(tenant, merge_id, m) for m in row["merged_ids"]]
+        if row["undone_at"] is not None:
+            return {"merge_id": merge_id, "undone_at": row["undone_at"], "split_ids": splits}
+        survivor = await _canonical(uow.conn, tenant, row["survivor_id"])
+        keys = [(tenant, *pair.split(":", 1)) for m in row["merged_ids"] for pair in held.get(m, [])]
+        await repo.lock_identifiers(uow.conn, keys)
+        await repo.lock_customers(uow.conn, {(tenant, survivor), *((tenant, m) for m in row["merged_ids"])})
+        owners = await repo.owners(uow.conn, keys)
+        now = datetime.now(timezone.utc)
+        for merged, split_id in zip(row["merged_ids"], splits):
+            back = [k for k in keys if k in owners and owners[k] == survivor and f"{k[1]}:{k[2]}" in held.get(merged, [])]
+            await uow.conn.execute("UPDATE identity.customers SET merged_into = NULL, merged_at = NULL"
+                                   " WHERE tenant = $1 AND customer_id = $2", tenant, merged)
+            if not back:
+                continue
+            await uow.conn.execute(
+                "UPDATE identity.identifiers i SET customer_id = $2 FROM unnest($3::text[], $4::text[]) AS k(id_type, value)"
+                " WHERE i.tenant = $1 AND i.id_type = k.id_type AND i.value = k.value",
+                tenant, merged, [k[1] for k in back], [k[2] for k in back])
+            payload = {"split_id": split_id, "customer_id": survivor, "new_customer_id": merged,
+                       "reason": f"undo of merge {merge_id}", "split_at": now.isoformat(),
+                       "identifiers": [{"type": k[1], "value": k[2]} for k in back]}
+            await _record_change(uow.conn, split_id, tenant, types.CUSTOMER_SPLIT, survivor, payload)
+        await uow.conn.execute("UPDATE identity.merges SET undone_at = $3 WHERE tenant = $1 AND merge_id = $2",
+                               tenant, merge_id, now)
+        await uow.commit()
+    return {"merge_id": merge_id, "undone_at": now, "split_ids": splits}
+
+
+def _undo_split_id(tenant: str, merge_id: str, merged: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"undo\x00{tenant}\x00{merge_id}\x00{merged}"))
 
 
 async def erase(pool: asyncpg.Pool, tenant: str, customer_id: str, request_id: str) -> dict:

@@ -94,6 +94,11 @@ async def merge(request: Request, body: MergeRequest, principal: Principal = Dep
                                            body.request_id))
 
 
+@router.post("/merges/{merge_id}/undo", summary="Undo a merge: the merged-away customers come back with what they held")
+async def undo_merge(request: Request, merge_id: str, principal: Principal = Depends(admin_scope)) -> dict:
+    return await _run(request, admin.undo_merge(request.app.state.resources.pool, principal.tenant, merge_id))
+
+
 @router.post("/{customer_id}/split", summary="Detach identifiers into a new customer")
 async def split(request: Request, customer_id: str, body: SplitRequest, principal: Principal = Depends(admin_scope)) -> dict:
     idents = [(i.type, i.value) for i in body.identifiers]

@@ -139,9 +139,10 @@ async def insert_merges(conn: asyncpg.Connection, merges: list[Merge], rule: str
     if merges:
         await conn.executemany(
             "INSERT INTO identity.merges (merge_id, tenant, survivor_id, merged_ids, rule, linking, trigger_source,"
-            " trigger_event) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            " trigger_event, held) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb) ON CONFLICT DO NOTHING",
             [(m.merge_id, m.tenant, m.survivor_id, m.merged_ids, rule,
-              orjson.dumps([{"type": t, "value": v} for _, t, v in m.linking]).decode(), m.trigger[1], m.trigger[2])
+              orjson.dumps([{"type": t, "value": v} for _, t, v in m.linking]).decode(), m.trigger[1], m.trigger[2],
+              orjson.dumps(m.held).decode())
              for m in merges],
         )
 

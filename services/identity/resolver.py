@@ -48,6 +48,8 @@ class Merge:
     merged_ids: list[str]
     linking: list[IdKey]
     trigger: EventKey
+    # What each merged-away customer held at the merge ("type:value"), for undoing it.
+    held: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -240,8 +242,10 @@ class BatchResolver:
         survivor = min(owners, key=lambda c: (self.age[(tenant, c)], c))
         merged = sorted(owners - {survivor})
         kept = self.profiles.setdefault((tenant, survivor), Profile())
+        held = {}
         for old in merged:
             gone = self.profiles.pop((tenant, old), Profile())
+            held[old] = sorted(f"{i[1]}:{i[2]}" for i in gone.identifiers)
             kept.identifiers.update(gone.identifiers)
             kept.merges += gone.merges + 1
         for old in merged:
@@ -250,6 +254,6 @@ class BatchResolver:
             if alias[0] == tenant and target in merged:
                 self.plan.aliases[alias] = survivor
         self.plan.merges.append(
-            Merge(merge_id_for(event.key, survivor), tenant, survivor, merged, linking, event.key)
+            Merge(merge_id_for(event.key, survivor), tenant, survivor, merged, linking, event.key, held)
         )
         return survivor

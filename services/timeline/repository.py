@@ -71,7 +71,9 @@ async def apply_merge(conn: asyncpg.Connection, tenant: str, survivor: str, merg
 
 async def apply_split(conn: asyncpg.Connection, tenant: str, split_id: str, customer: str, new_customer: str,
                       detached: list[str]) -> int:
-    """Move to ``new_customer`` the entries that only ``detached`` identifiers ("type:value") link to."""
+    """Move to ``new_customer`` the entries that only ``detached`` identifiers ("type:value") link to. When the
+    new customer is a merged-away id coming back (an undone merge), it stops being an alias."""
+    await conn.execute("DELETE FROM timeline.aliases WHERE tenant = $1 AND merged_id = $2", tenant, new_customer)
     await conn.execute(
         "INSERT INTO timeline.splits (tenant, split_id, customer_id, new_customer_id, identifiers)"
         " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING", tenant, split_id, customer, new_customer, detached)

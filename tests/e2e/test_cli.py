@@ -96,6 +96,23 @@ async def test_operations_cli(stack):
 
     await kafka_io.wait_for(merged_on_timeline, timeout=30, what="the merge on the timeline")
 
+    explained = json.loads(cli(stack, "explain", survivor, key=key))
+    (merge,) = explained["merges"]
+    assert merge["rule"] == "manual" and explained["refused"] == []
+    undone = json.loads(cli(stack, "identity", "unmerge", merge["merge_id"], key=key))
+    assert undone["merge_id"] == merge["merge_id"] and len(undone["split_ids"]) == 1
+    (back,) = merged["merged_ids"]
+    id_type, value, entries = {a: ("email", "anna@example.com", 3), p: ("phone", "+49 30 5550001", 2)}[back]
+
+    async def unmerged_on_timeline():
+        found = await lookup(client, id_type, value)
+        return found and found["customer_id"] == back and found["entry_count"] == entries
+
+    await kafka_io.wait_for(unmerged_on_timeline, timeout=30, what="the undone merge on the timeline")
+    merged = json.loads(cli(stack, "identity", "merge", a, p, key=key))
+    assert merged["survivor_id"] == survivor
+    await kafka_io.wait_for(merged_on_timeline, timeout=30, what="the merge again on the timeline")
+
     split = json.loads(cli(stack, "identity", "split", survivor, "--identifier", "phone:+49305550001", key=key))
     new_id = split["new_customer_id"]
 
@@ -108,7 +125,7 @@ async def test_operations_cli(stack):
 
     tailed = cli(stack, "tail", survivor, "-n", "2", key=key).strip().splitlines()
     assert len(tailed) == 2 and all("email" in line for line in tailed)
-    tail_proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "tail", survivor, "-n", "0", "--follow", "8"],
+    tail_proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "tail", survivor, "-n", "0", "--follow", "14"],
                                  env=stack.env(TOUCHPOINT_API_KEY=key, TOUCHPOINT_TIMELINE_URL=stack.processes["timeline"].url),
                                  stdout=subprocess.PIPE, text=True)
     await asyncio.sleep(4)

@@ -386,3 +386,32 @@ async def test_a_merge_while_the_page_is_open_switches_it_to_the_survivor(world)
     assert set(idents) == {"email:olga@example.com", "phone:+49405555555"}
     assert caller in await page.inner_text("[data-fact='merged'] dd")
     assert not page.errors, page.errors
+
+
+async def test_undoing_the_merge_moves_the_callers_entries_back(world):
+    """Runs after the merge test: identity's undo gives the caller its id back, and the timeline moves back the
+    entries only the caller's phone links to."""
+    stack = world["stack"]
+    admin = {"Authorization": f"Bearer {await stack.api_key('acme', ['admin'])}"}
+    olga = await customer_of(stack, world["keys"]["read"], "olga@example.com")
+    async with httpx.AsyncClient(base_url=stack.processes["identity"].url, timeout=10, headers=admin) as client:
+        explained = (await client.get(f"/v1/identities/{olga}/explain")).json()
+        (merge,) = explained["merges"]
+        (caller,) = merge["merged_ids"]
+        undone = await client.post(f"/v1/identities/merges/{merge['merge_id']}/undo")
+        assert undone.status_code == 200, undone.text
+        again = (await client.post(f"/v1/identities/merges/{merge['merge_id']}/undo")).json()
+        assert again["split_ids"] == undone.json()["split_ids"]
+        assert {(i["type"], i["value"]) for i in (await client.get(f"/v1/identities/{caller}")).json()["identifiers"]} == {
+            ("phone", "+49405555555")}
+
+    async def moved_back():
+        resp = await get(stack, world["keys"]["read"], f"/v1/customers/{caller}/timeline")
+        return resp.status_code == 200 and resp.json()["customer_id"] == caller and any(
+            e["subject"] == "A call" for e in resp.json()["entries"])
+    await kafka_io.wait_for(moved_back, timeout=30, what="the caller's timeline back")
+    olga_subjects = {e["subject"] for e in (await get(stack, world["keys"]["read"], f"/v1/customers/{olga}/timeline")).json()["entries"]}
+    assert "First e-mail" in olga_subjects and "A call" not in olga_subjects
+    assert "It's me" in olga_subjects  # the linking message names both, so it stays with the survivor
+    page = await page_for(world, world["keys"]["agent"], "?phone=040%205555555")
+    await page.wait_for_selector(f"body[data-customer='{caller}']")

@@ -182,3 +182,12 @@ def test_rules_are_reloaded_when_the_file_changes_and_a_bad_file_keeps_the_previ
     path.write_text("tenants:\n  default:\n    version: 3\n    limits: {email: {max: -1}}\n")
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 2_000_000))
     assert source.tenant("acme").version == 2 and "max" in source.last_error
+
+
+def test_a_merge_records_what_each_merged_customer_held_so_that_it_can_be_undone():
+    r = resolver_with({"c-anna": {ident("email", "anna@x.org"): NOW},
+                       "c-phone": {ident("phone", "+491"): NOW, ident("contract_id", "K-9"): NOW}})
+    r.resolve(event("e1", ident("email", "anna@x.org"), ident("phone", "+491"), ident("twitter", "anna")))
+    (merge,) = r.finish().merges
+    assert (merge.survivor_id, merge.merged_ids) == ("c-anna", ["c-phone"])
+    assert merge.held == {"c-phone": ["contract_id:K-9", "phone:+491"]}  # not the event's new twitter handle
