@@ -11,7 +11,8 @@ command -v mvn >/dev/null || need_apt+=(maven)
 command -v curl >/dev/null || need_apt+=(curl)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 # Debian's Chromium runs the agent console's browser tests and benchmark (headless, driven by Playwright).
-command -v chromium >/dev/null || need_apt+=(chromium)
+# Installed without recommends, so its fonts are named here.
+command -v chromium >/dev/null || need_apt+=(chromium fonts-liberation)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd=sudo
