@@ -145,19 +145,25 @@ class TimelineProjection:
 
     async def _owners(self, conn: asyncpg.Connection, entries: list[tuple[str, Entry]]) -> dict:
         """Each entry's customer now: through aliases (merges), then the split its identifiers fall under (an
-        entry without identifiers stays with the customer, as a split moves only what its identifiers link to)."""
+        entry without identifiers stays with the customer, as a split moves only what its identifiers link to),
+        then through aliases again (the customer split off may have been merged since)."""
         aliases = await repo.canonical_ids(conn, {(t, e.customer_id) for t, e in entries})
         canonical = {(t, e.customer_id): aliases.get((t, e.customer_id), e.customer_id) for t, e in entries}
         splits = await repo.splits_of(conn, {(t, c) for (t, _), c in canonical.items()})
         owners = {}
+        redirected = set()
         for tenant, entry in entries:
             customer = canonical[(tenant, entry.customer_id)]
             idents = set(entry.identifiers)
             for detached, new_customer in splits.get((tenant, customer), ()) if idents else ():
                 if idents <= detached:
                     customer = new_customer
+                    redirected.add((tenant, customer))
                     break
             owners[(tenant, entry.source, entry.event_id)] = customer
+        if redirected:  # a customer split off may have been merged again since (an undone merge, merged once more)
+            again = await repo.canonical_ids(conn, redirected)
+            owners = {k: again.get((k[0], c), c) for k, c in owners.items()}
         return owners
 
     async def _store(self, conn: asyncpg.Connection, entries: list[tuple[str, Entry]], changed: set) -> set:
