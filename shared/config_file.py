@@ -73,6 +73,30 @@ class PerTenantFile(ReloadingFile[C]):
         return self.current().tenant(tenant_id)
 
 
+class ModelFile(PerTenantFile[M]):
+    """A :class:`PerTenantFile` holding one pydantic ``model`` (whose ``tenant(id)`` picks a tenant's entry),
+    named ``what`` in messages ("feedback config"). Subclasses set both; ``load`` and ``parse`` read a file or
+    a text into the model without the reloading."""
+
+    model: type[M]
+    what: str
+
+    def __init__(self, path: str | Path | None) -> None:
+        super().__init__(path, self.load, ConfigError, self.what)
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> M:
+        """The configuration in the file at ``path``; None gives the built-in defaults. ConfigError when the
+        file cannot be read or is invalid."""
+        return load(path, cls.model, cls.what)
+
+    @classmethod
+    def parse(cls, text: str | Mapping[str, Any], source: str | None = None, json_format: bool = False) -> M:
+        """The configuration in ``text`` (YAML, JSON with ``json_format``, or already parsed data); ConfigError
+        when invalid."""
+        return parse(text, cls.model, cls.what, source or f"<{cls.what}>", json_format)
+
+
 # ---- reading and validating a configuration file -------------------------------------------------------------
 
 Path_ = tuple[str | int, ...]

@@ -24,15 +24,13 @@ new file is invalid, so a bad edit never stops feedback.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.feedback.domain.fatigue import FatigueRules
 from services.feedback.domain.surveys import DEFAULT_MAX_LENGTH, Question, Survey, question_problems
-from shared import config_file
-from shared.config_file import ConfigError, Path_, PerTenantFile, dotted, raise_any  # noqa: F401 - ConfigError is part of this module's API
+from shared.config_file import ConfigError, Path_, ModelFile, dotted, raise_any  # noqa: F401 - ConfigError is part of this module's API
 
 DEFAULT_TENANT = "default"
 CASE_RESOLVED = "touchpoint.case.resolved.v1"
@@ -245,22 +243,13 @@ class FeedbackConfig(_Model):
         return self.tenants.get(tenant_id) or self.tenants.get(DEFAULT_TENANT) or BUILT_IN
 
 
-def load_config(path: str | Path | None) -> FeedbackConfig:
-    """The configuration in the file at ``path``; None gives the built-in defaults.
-    Raises :class:`ConfigError` when the file cannot be read or is invalid."""
-    return config_file.load(path, FeedbackConfig, "feedback config")
+class ConfigSource(ModelFile[FeedbackConfig]):
+    """The feedback configuration in force, re-read when the file changes; a bad new file keeps the previous one
+    in force (see ``shared.config_file.ReloadingFile``). ``tenant(id)`` gives a tenant's configuration."""
+
+    model = FeedbackConfig
+    what = "feedback config"
 
 
-def parse_config(text: str | Mapping[str, Any], source: str = "<feedback config>",
-                 json_format: bool = False) -> FeedbackConfig:
-    """The configuration in ``text`` (YAML, JSON with ``json_format``, or already parsed data);
-    ConfigError when invalid."""
-    return config_file.parse(text, FeedbackConfig, "feedback config", source, json_format)
-
-
-class ConfigSource(PerTenantFile[FeedbackConfig]):
-    """The configuration in force, re-read when the file changes; a bad new file keeps the previous one in
-    force (see ``shared.config_file.ReloadingFile``). ``tenant(id)`` gives a tenant's configuration."""
-
-    def __init__(self, path: str | Path | None) -> None:
-        super().__init__(path, load_config, ConfigError, "feedback config")
+load_config = ConfigSource.load
+parse_config = ConfigSource.parse

@@ -29,13 +29,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from shared import config_file
-from shared.config_file import ConfigError, PerTenantFile
+from shared.config_file import ConfigError, ModelFile  # noqa: F401 - ConfigError is part of this module's API
 
 DEFAULT_TENANT = "default"
 WINDOW = re.compile(r"^(\d+)([smhdw])$")
@@ -151,16 +149,12 @@ class Rules:
 DEFAULT_RULES = Rules.of(TenantRulesConfig())
 
 
-def load_rules(path: str | Path | None) -> RulesConfig:
-    return config_file.load(path, RulesConfig, "identity rules")
-
-
-def parse_rules(text: str | Mapping[str, Any], source: str = "<identity rules>") -> RulesConfig:
-    return config_file.parse(text, RulesConfig, "identity rules", source)
-
-
-class RulesSource(PerTenantFile[RulesConfig]):
+class RulesSource(ModelFile[RulesConfig]):
     """The rules in force, re-read when the file changes; a bad new file keeps the previous rules in force."""
 
-    def __init__(self, path: str | Path | None) -> None:
-        super().__init__(path, load_rules, ConfigError, "identity rules")
+    model = RulesConfig
+    what = "identity rules"
+
+
+load_rules = RulesSource.load
+parse_rules = RulesSource.parse

@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import time
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -36,8 +35,7 @@ from pydantic import model_validator
 from services.notification.domain.model import CHANNELS, MAX_WINDOW_DAYS, Candidate, CapRule, QuietHours
 from services.notification.templates import (KNOWN_PLACEHOLDERS, LINK_PLACEHOLDERS, choose_language, names_in,
                                               syntax_errors)
-from shared import config_file
-from shared.config_file import ConfigError, Path_, PerTenantFile, dotted, raise_any  # noqa: F401 - ConfigError is part of this module's API
+from shared.config_file import ConfigError, Path_, ModelFile, dotted, raise_any  # noqa: F401 - ConfigError is part of this module's API
 
 log = logging.getLogger(__name__)
 
@@ -316,22 +314,13 @@ class NotificationConfig(_Model):
         return self.tenants.get(tenant_id) or self.tenants.get(DEFAULT_TENANT) or BUILT_IN
 
 
-def load_config(path: str | Path | None) -> NotificationConfig:
-    """The configuration in the file at ``path``; None gives the built-in defaults.
-    Raises :class:`ConfigError` when the file cannot be read or is invalid."""
-    return config_file.load(path, NotificationConfig, "notification config")
+class ConfigSource(ModelFile[NotificationConfig]):
+    """The notification configuration in force, re-read when the file changes; a bad new file keeps the previous
+    one in force (see ``shared.config_file.ReloadingFile``). ``tenant(id)`` gives a tenant's configuration."""
+
+    model = NotificationConfig
+    what = "notification config"
 
 
-def parse_config(text: str | Mapping[str, Any], source: str = "<notification config>",
-                 json_format: bool = False) -> NotificationConfig:
-    """The configuration in ``text`` (YAML, JSON with ``json_format``, or already parsed data);
-    ConfigError when invalid."""
-    return config_file.parse(text, NotificationConfig, "notification config", source, json_format)
-
-
-class ConfigSource(PerTenantFile[NotificationConfig]):
-    """The configuration in force, re-read when the file changes; a bad new file keeps the previous one in
-    force (see ``shared.config_file.ReloadingFile``). ``tenant(id)`` gives a tenant's configuration."""
-
-    def __init__(self, path: str | Path | None) -> None:
-        super().__init__(path, load_config, ConfigError, "notification config")
+load_config = ConfigSource.load
+parse_config = ConfigSource.parse
