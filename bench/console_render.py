@@ -23,7 +23,6 @@ import asyncio
 import os
 import shutil
 import statistics
-import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -148,13 +147,7 @@ def main() -> None:
     if args.quick:
         args.other_rows, args.loads, args.updates = 1_000, 3, 3
     result = asyncio.run(run(args))
-    path = report.write_result(result, "console_render")
-    text = markdown(result)
-    print(text)
-    print(f"\nresult: {path}")
-    if not args.quick:
-        report.update_docs("console_render", text)
-    sys.exit(0)
+    report.publish(result, "console_render", markdown(result))
 
 
 if __name__ == "__main__":

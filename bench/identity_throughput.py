@@ -100,13 +100,9 @@ async def run(args: argparse.Namespace) -> dict:
         if profiler:
             print(await profiler.finish())
         proc.terminate()
-        conn = await stack.connect()
-        try:
-            customers = await conn.fetchval("SELECT count(*) FROM identity.customers WHERE merged_into IS NULL")
-            merges = await conn.fetchval("SELECT count(*) FROM identity.merges")
-            resolved = await conn.fetchval("SELECT count(*) FROM identity.processed_events")
-        finally:
-            await conn.close()
+        customers = await stack.fetchval("SELECT count(*) FROM identity.customers WHERE merged_into IS NULL")
+        merges = await stack.fetchval("SELECT count(*) FROM identity.merges")
+        resolved = await stack.fetchval("SELECT count(*) FROM identity.processed_events")
         group = stack.prefix + "bench-refpipe"
         pipe = subprocess.Popen([sys.executable, "-m", "bench.refpipe", "--bootstrap", stack.bootstrap_servers,
                                  # into a topic of the stack nothing reads here (topics are not auto-created)
@@ -157,12 +153,7 @@ def main() -> None:
     if args.quick:
         args.events, args.people = 10_000, 3_000
     result = asyncio.run(run(args))
-    path = report.write_result(result, "identity_throughput")
-    text = markdown(result)
-    print(text)
-    print(f"\nresult: {path}")
-    if not args.quick:
-        report.update_docs("identity_throughput", text)
+    report.publish(result, "identity_throughput", markdown(result))
 
 
 if __name__ == "__main__":

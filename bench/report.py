@@ -24,6 +24,17 @@ def write_result(result: dict, name: str) -> Path:
     return path
 
 
+def publish(result: dict, name: str, markdown: str) -> Path:
+    """Write the result file, print ``markdown`` and where the file is, and (unless the run was ``--quick``)
+    refresh the benchmark's section of docs/benchmarks.md."""
+    path = write_result(result, name)
+    print(markdown)
+    print(f"\nresult: {path}")
+    if not result.get("quick"):
+        update_docs(name, markdown)
+    return path
+
+
 def _lat(d: dict | None) -> str:
     if not d or not d.get("n"):
         return "-"

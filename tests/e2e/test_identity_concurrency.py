@@ -59,21 +59,13 @@ async def group_members(bootstrap: str, group: str) -> int:
 
 async def graph(stack, tenant: str) -> set[frozenset[str]]:
     """The identity graph as a partition: each live customer's identifiers."""
-    conn = await stack.connect()
-    try:
-        rows = await conn.fetch("SELECT customer_id, array_agg(id_type || ':' || value) AS idents"
-                                " FROM identity.identifiers WHERE tenant = $1 GROUP BY customer_id", tenant)
-    finally:
-        await conn.close()
+    rows = await stack.fetch("SELECT customer_id, array_agg(id_type || ':' || value) AS idents"
+                             " FROM identity.identifiers WHERE tenant = $1 GROUP BY customer_id", tenant)
     return {frozenset(r["idents"]) for r in rows}
 
 
 async def processed(stack, tenant: str) -> int:
-    conn = await stack.connect()
-    try:
-        return await conn.fetchval("SELECT count(*) FROM identity.processed_events WHERE tenant = $1", tenant)
-    finally:
-        await conn.close()
+    return await stack.fetchval("SELECT count(*) FROM identity.processed_events WHERE tenant = $1", tenant)
 
 
 async def test_two_identity_instances_create_no_duplicate_customers(stack, infra):

@@ -63,6 +63,20 @@ class Stack:
     async def connect(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.database_url)
 
+    async def fetch(self, sql: str, *args) -> list[asyncpg.Record]:
+        conn = await self.connect()
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()
+
+    async def fetchval(self, sql: str, *args):
+        conn = await self.connect()
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
     async def api_key(self, tenant: str, scopes: list[str]) -> str:
         conn = await self.connect()
         try:

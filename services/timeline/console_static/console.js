@@ -114,7 +114,7 @@ const PAGE = 50;
 const state = {
   key: sessionStorage.getItem("touchpoint.key") || "",
   lang: localStorage.getItem("touchpoint.lang") || (navigator.language || "en").slice(0, 2),
-  customer: null, cursor: null, loading: false, ids: new Set(), stream: null, generation: 0,
+  customer: null, cursor: null, loading: false, entries: new Map(), stream: null, generation: 0,
   refreshTimer: null,
 };
 const langParam = new URLSearchParams(location.search).get("lang");
@@ -277,8 +277,7 @@ async function openCustomer(customerId) {
   ]);
   if (generation !== state.generation) return;
   state.customer = header;
-  state.ids = new Set();
-  state.entries = [];
+  state.entries = new Map();
   state.cursor = page.next_cursor;
   show("customer");
   renderHeader(header);
@@ -411,18 +410,16 @@ function entryNode(e) {
 }
 
 function appendEntries(entries) {
-  const fresh = entries.filter((e) => !state.ids.has(e.entry_id));
-  for (const e of fresh) state.ids.add(e.entry_id);
+  const fresh = entries.filter((e) => !state.entries.has(e.entry_id));
+  for (const e of fresh) state.entries.set(e.entry_id, e);
   $("entries").append(...fresh.map(entryNode));
-  state.entries = (state.entries || []).concat(fresh);
   $("more").hidden = !state.cursor;
   $("entries-empty").hidden = $("entries").children.length > 0;
 }
 
 function rerenderEntries() {
-  const entries = [...$("entries").children].map((node) => node.dataset.entry);
-  const byId = new Map((state.entries || []).map((e) => [e.entry_id, e]));
-  $("entries").replaceChildren(...entries.map((id) => byId.get(id)).filter(Boolean).map(entryNode));
+  const shown = [...$("entries").children].map((node) => state.entries.get(node.dataset.entry));
+  $("entries").replaceChildren(...shown.filter(Boolean).map(entryNode));
 }
 
 async function loadMore() {
@@ -444,21 +441,20 @@ async function reloadTimeline() {
   const generation = ++state.generation;
   const page = await api(timelineUrl(state.customer.customer_id, null));
   if (generation !== state.generation) return;
-  state.ids = new Set(); state.entries = []; state.cursor = page.next_cursor;
+  state.entries = new Map(); state.cursor = page.next_cursor;
   $("entries").replaceChildren();
   appendEntries(page.entries);
   startStream(state.customer.customer_id, generation);
 }
 
 function prependLive(entry) {
-  if (state.ids.has(entry.entry_id) || !matchesFilters(entry)) return;
-  state.ids.add(entry.entry_id);
-  state.entries = [entry].concat(state.entries || []);
+  if (state.entries.has(entry.entry_id) || !matchesFilters(entry)) return;
+  state.entries.set(entry.entry_id, entry);
   const node = entryNode(entry);
   node.classList.add("new");
   // Newest first: place it before the first entry that is older.
   const older = [...$("entries").children].find((n) => {
-    const other = state.entries.find((x) => x.entry_id === n.dataset.entry);
+    const other = state.entries.get(n.dataset.entry);
     return other && other.occurred_at < entry.occurred_at;
   });
   $("entries").insertBefore(node, older || null);
