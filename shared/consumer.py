@@ -23,6 +23,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
+from shared.deadletters import DeadLetterCeiling, DeadLetterCeilingExceeded
 from shared.metrics import ServiceMetrics
 from shared.retry import backoff, with_retries
 from shared.settings import ServiceSettings
@@ -60,9 +61,13 @@ def _record_lag(metrics: ServiceMetrics, consumer, records: Sequence[ConsumerRec
 
 def subscribe_batches(
     broker: KafkaBroker, topic: str, group_id: str, process: BatchProcessor, settings: ServiceSettings,
-    metrics: ServiceMetrics,
+    metrics: ServiceMetrics, ceiling: DeadLetterCeiling | None = None,
+    on_fatal: Callable[[BaseException], None] = lambda exc: None,
 ) -> None:
-    """Register ``process`` as the batch handler of ``topic`` in consumer group ``group_id``."""
+    """Register ``process`` as the batch handler of ``topic`` in consumer group ``group_id``.
+
+    ``ceiling`` counts what the subscription reads (the producer counts the dead letters); when a batch would
+    cross it, the batch is handed back uncommitted and ``on_fatal`` is called to stop the service."""
 
     failures = 0
 
@@ -71,12 +76,20 @@ def subscribe_batches(
         raw = msg.raw_message
         records = raw if isinstance(raw, tuple) else (raw,)
         metrics.batch_size.labels(topic).observe(len(records))
+        if ceiling is not None:
+            ceiling.read(topic, len(records))
         try:
             with metrics.batch_seconds.labels(topic).time():
                 await with_retries(
                     lambda: process(records), settings.retry_attempts, settings.retry_base_seconds,
                     settings.retry_max_seconds, what=f"{group_id}<-{topic}",
                 )
+        except DeadLetterCeilingExceeded as exc:
+            log.critical("dead-letter ceiling exceeded; stopping the service (inspect with `touchpoint dlq "
+                         "inspect`, raise TOUCHPOINT_DEAD_LETTER_MAX_SHARE if this is expected)",
+                         extra={"topic": topic, "group": group_id, "detail": str(exc)})
+            on_fatal(exc)
+            raise  # handed back uncommitted; a redelivery before the shutdown completes trips again
         except Exception as exc:
             failures += 1
             metrics.batch_failures.labels(topic, type(exc).__name__).inc()

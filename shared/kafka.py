@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from shared.cloudevents import CloudEvent, to_kafka_headers
+from shared.deadletters import DeadLetterCeiling
 from shared.metrics import ServiceMetrics
 from shared.topics import REGISTRY, TopicSpec
 
@@ -48,8 +49,10 @@ def tombstone(topic: str, key: str) -> OutboundRecord:
 class EventProducer:
     """One idempotent aiokafka producer per process; created by the composition root."""
 
-    def __init__(self, bootstrap_servers: str, client_id: str, metrics: ServiceMetrics | None = None) -> None:
+    def __init__(self, bootstrap_servers: str, client_id: str, metrics: ServiceMetrics | None = None,
+                 ceiling: DeadLetterCeiling | None = None) -> None:
         self._metrics = metrics
+        self._ceiling = ceiling
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
@@ -68,9 +71,17 @@ class EventProducer:
         await self._producer.stop()
 
     async def send_all(self, records: Sequence[OutboundRecord]) -> None:
-        """Send every record and wait until Kafka acknowledged all of them. Raises on any failure."""
+        """Send every record and wait until Kafka acknowledged all of them. Raises on any failure, and
+        :class:`DeadLetterCeilingExceeded` (sending nothing) if the dead letters among them cross the ceiling."""
         if not records:
             return
+        if self._ceiling is not None:
+            dead: dict[str, int] = {}
+            for r in records:
+                if r.topic.endswith(".dlq"):
+                    dead[r.topic[:-4]] = dead.get(r.topic[:-4], 0) + 1
+            if dead:
+                self._ceiling.admit(dead)
         futures = [
             await self._producer.send(r.topic, value=r.value, key=r.key, headers=r.headers) for r in records
         ]

@@ -26,6 +26,16 @@ async def partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartit
     return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
 
 
+async def _positions(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group: str,
+                     topic: str) -> list[tuple[int, int, int]]:
+    """(partition, committed offset, end offset) of ``group`` on ``topic``; nothing committed counts as 0."""
+    committed = await admin.list_consumer_group_offsets(group)
+    parts = await partitions(consumer, topic)
+    end = await consumer.end_offsets(parts) if parts else {}
+    return [(tp.partition, committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0, end[tp])
+            for tp in parts]
+
+
 async def lag(bootstrap: str, prefix: str = "") -> list[dict]:
     """Per partition of every subscription: committed offset, end offset and lag. A group that does not exist
     in the cluster (its service is not deployed here, or has never started) has one row with ``running``
@@ -41,17 +51,44 @@ async def lag(bootstrap: str, prefix: str = "") -> list[dict]:
             if group not in existing:
                 rows.append({"group": group, "topic": topic, "running": False, "lag": 0})
                 continue
-            committed = await admin.list_consumer_group_offsets(group)
-            parts = await partitions(consumer, topic)
-            end = await consumer.end_offsets(parts) if parts else {}
-            for tp in parts:
-                done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
-                rows.append({"group": group, "topic": topic, "running": True, "partition": tp.partition,
-                             "committed": done, "end": end[tp], "lag": end[tp] - done})
+            for partition, done, end in await _positions(admin, consumer, group, topic):
+                rows.append({"group": group, "topic": topic, "running": True, "partition": partition,
+                             "committed": done, "end": end, "lag": end - done})
         return rows
     finally:
         await consumer.stop()
         await admin.close()
+
+
+class LagProbe:
+    """Long-lived clients that answer "how far behind is the furthest consumer group?" (ingestion's
+    back-pressure asks every few seconds). Groups not present in the cluster are skipped."""
+
+    def __init__(self, bootstrap: str, prefix: str = "") -> None:
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                          request_timeout_ms=5_000)
+        self._groups = consumer_groups(prefix)
+        self._started = False
+
+    async def max_lag(self) -> int:
+        if not self._started:
+            await self._admin.start()
+            await self._consumer.start()
+            self._started = True
+        existing = {g[0] for g in await self._admin.list_consumer_groups()}
+        worst = 0
+        for group, topic in self._groups:
+            if group not in existing:
+                continue
+            positions = await _positions(self._admin, self._consumer, group, topic)
+            worst = max(worst, sum(end - done for _, done, end in positions))
+        return worst
+
+    async def stop(self) -> None:
+        if self._started:
+            await self._consumer.stop()
+            await self._admin.close()
 
 
 async def read_to_end(bootstrap: str, topic: str, group_id: str | None = None) -> AsyncIterator:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable
@@ -25,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.auth import ApiKeyVerifier
 from shared.consumer import BatchProcessor, make_broker, subscribe_batches
 from shared.db import create_pool
+from shared.deadletters import DeadLetterCeiling
 from shared.httpapi import add_health_routes, install_error_handlers
 from shared.kafka import EventProducer
 from shared.logs import configure_logging
@@ -44,6 +48,18 @@ class Resources:
     metrics: ServiceMetrics
     steps: Steps
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    ceiling: DeadLetterCeiling | None = None
+    failed: BaseException | None = None
+    server: uvicorn.Server | None = None
+
+    def stop_with_error(self, exc: BaseException) -> None:
+        """Shut the process down gracefully (as on SIGTERM); :func:`run` then exits with status 3."""
+        if self.failed is None:
+            self.failed = exc
+            if self.server is not None:
+                self.server.should_exit = True
+            else:
+                os.kill(os.getpid(), signal.SIGTERM)
 
     def topic(self, name: str) -> str:
         return self.settings.topic_prefix + name
@@ -52,7 +68,7 @@ class Resources:
         """Consume ``topic_name`` in batches with ``process`` as group ``group_id`` (registry names; the
         deployment's prefix is added to both)."""
         subscribe_batches(self.broker, self.topic(topic_name), self.settings.group(group_id), process,
-                          self.settings, self.metrics)
+                          self.settings, self.metrics, self.ceiling, self.stop_with_error)
 
 
 Wire = Callable[[Resources, FastAPI], None]
@@ -71,10 +87,13 @@ def build_service(name: str, settings: ServiceSettings, wire: Wire, title: str,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_pool(settings.database_url.get_secret_value(), settings.db_pool_min, settings.db_pool_max)
         metrics.watch_pool(lambda: (pool.get_size(), pool.get_idle_size(), pool.get_max_size()))
-        producer = EventProducer(settings.kafka_bootstrap_servers, client_id=f"touchpoint-{name}", metrics=metrics)
+        ceiling = DeadLetterCeiling(settings.dead_letter_max_share, settings.dead_letter_window)
+        producer = EventProducer(settings.kafka_bootstrap_servers, client_id=f"touchpoint-{name}", metrics=metrics,
+                                 ceiling=ceiling)
         await producer.start()
         broker = make_broker(settings, f"touchpoint-{name}")
-        resources = Resources(settings, pool, producer, broker, metrics, Steps(provider, name))
+        resources = Resources(settings, pool, producer, broker, metrics, Steps(provider, name), ceiling=ceiling)
+        resources.server = getattr(app.state, "server", None)
         app.state.resources = resources
         app.state.verifier = ApiKeyVerifier(pool)
         wire(resources, app)
@@ -132,4 +151,10 @@ def _add_http_metrics(app: FastAPI, metrics: ServiceMetrics) -> None:
 
 def run(name: str, app: FastAPI, settings: ServiceSettings) -> None:
     configure_logging(name, settings.log_level)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=20)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                                          timeout_graceful_shutdown=20))
+    app.state.server = server
+    server.run()
+    resources = getattr(app.state, "resources", None)
+    if resources is not None and resources.failed is not None:
+        sys.exit(3)

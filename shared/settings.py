@@ -33,6 +33,10 @@ class ServiceSettings(BaseSettings):
     retry_attempts: int = 6
     retry_base_seconds: float = 0.2
     retry_max_seconds: float = 10.0
+    # Dead-letter ceiling (shared/deadletters.py): at most this share of the last `dead_letter_window` records
+    # a subscription read may go to its dead-letter topic; the batch that would exceed it stops the service.
+    dead_letter_max_share: float = 0.5
+    dead_letter_window: int = 1000
 
     def group(self, group_id: str) -> str:
         """The consumer group id of ``group_id`` in this deployment's namespace."""

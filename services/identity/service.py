@@ -26,7 +26,7 @@ from services.identity.rules import DEFAULT_RULES, Rules
 from shared.cloudevents import CloudEvent, InvalidEvent, from_kafka
 from shared.contracts import types
 from shared.contracts.identity import CustomersMergedV1
-from shared.contracts.interaction import Identifier, InteractionIngestedV1, InteractionResolvedV1
+from shared.contracts.interaction import Identifier, InteractionIngestedV1
 from shared.db import UnitOfWork
 from shared.kafka import EventProducer, OutboundRecord, dead_letter, event_record
 from shared.telemetry import Step, Steps, end_all

@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from services.ingestion.admission import Overloaded
 from services.ingestion.pipeline import IngestionPipeline
 from shared.auth import Principal
 from shared.contracts.interaction import InteractionOccurredV1
@@ -91,6 +92,8 @@ async def post_events(request: Request, principal: Principal = Depends(require_s
     items = parse_events(request.headers.get("content-type", ""), body)
     try:
         accepted, rejected = await pipeline.accept_http(items, principal.tenant, dict(request.headers))
+    except Overloaded:  # answered 429/503 with Retry-After by the app's handler
+        raise
     except Exception as exc:  # Kafka did not acknowledge: never answer 2xx for what is not durable
         log.error("publish failed", extra={"error": type(exc).__name__})
         raise ApiError(503, "unavailable", "events could not be stored; retry later") from None

@@ -21,6 +21,7 @@ import orjson
 from opentelemetry.trace import SpanKind
 
 from services.ingestion import repository
+from services.ingestion.admission import Admission, AdmissionLimits
 from services.ingestion.normalise import ingest, ingested_event_id, partition_key
 from shared.cloudevents import CloudEvent, InvalidEvent, from_kafka, from_structured, to_kafka_headers, to_structured
 from shared.contracts import types
@@ -44,7 +45,8 @@ class Rejection:
 class IngestionPipeline:
     def __init__(self, pool: asyncpg.Pool, producer: EventProducer, inbound_topic: str, ingested_topic: str,
                  default_tenant: str, phone_region: str, steps: Steps | None = None,
-                 on_duplicates: Callable[[int], None] = lambda n: None) -> None:
+                 on_duplicates: Callable[[int], None] = lambda n: None, admission: Admission | None = None) -> None:
+        self.admission = admission or Admission(AdmissionLimits())
         self.steps = steps or Steps(None, "ingestion")
         self.on_duplicates = on_duplicates
         self.pool = pool
@@ -103,7 +105,8 @@ class IngestionPipeline:
                           span: str = "ingestion.accept") -> tuple[list[str], list[Rejection]]:
         """Validate structured-mode events and relay the valid ones to the inbound topic.
 
-        Returns (accepted ids, rejections). Raises on Kafka failure: the caller answers 503. ``trace`` is the
+        Returns (accepted ids, rejections). Raises :class:`Overloaded` when admission refuses or Kafka does not
+        confirm in time, and any other Kafka failure as is: the caller answers 503. ``trace`` is the
         request's headers: a ``traceparent`` there becomes the parent of the ``ingestion.accept`` span.
         """
         now = datetime.now(timezone.utc)
@@ -121,7 +124,9 @@ class IngestionPipeline:
             records.append(record)
             accepted.append(item["id"])
         try:
-            await self.producer.send_all(records)
+            if records:
+                async with self.admission.publishing():
+                    await self.admission.bounded(self.producer.send_all(records))
         except Exception as exc:
             step.end(exc)
             raise

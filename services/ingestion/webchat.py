@@ -27,6 +27,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from services.ingestion.admission import Overloaded
 from services.ingestion.connectors import webchat
 from services.ingestion.connectors.base import ConnectorError
 from services.ingestion.connectors.repository import WebchatStore
@@ -134,6 +135,8 @@ def _bearer(authorization: str | None) -> str | None:
 async def _publish(request: Request, event, tenant: str) -> None:
     try:
         accepted, rejected = await request.app.state.pipeline.relay([event], tenant)
+    except Overloaded:  # answered 429/503 with Retry-After by the app's handler
+        raise
     except Exception as exc:  # Kafka did not acknowledge
         log.error("chat message not stored", extra={"error": type(exc).__name__})
         raise ApiError(503, "unavailable", "the message could not be stored; retry later") from None

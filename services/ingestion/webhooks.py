@@ -11,6 +11,7 @@ from typing import Awaitable, Callable
 
 from fastapi import APIRouter, Request, Response
 
+from services.ingestion.admission import Overloaded
 from services.ingestion.connectors.base import ConnectorError, Reply, WebhookRequest
 from services.ingestion.connectors.intake import ConnectorIntake
 from services.ingestion.handlers import read_body
@@ -44,6 +45,8 @@ async def _answer(call: Callable[[], Awaitable[Reply]]) -> Response:
     except ConnectorError as exc:
         raise ApiError(exc.status, exc.reason, exc.detail) from None
     except ApiError:
+        raise
+    except Overloaded:  # answered 429/503 with Retry-After by the app's handler
         raise
     except Exception as exc:  # Kafka or PostgreSQL failed: never 2xx for what is not durable
         log.error("webhook not stored", extra={"error": type(exc).__name__})

@@ -14,7 +14,6 @@ import shutil
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import httpx
 import orjson

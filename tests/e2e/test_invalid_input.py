@@ -3,12 +3,16 @@ same batch arrive untouched."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import httpx
 import orjson
 import pytest
 
 from tests.support import checks, kafka_io
 from tests.support.data import generate
+from tests.support.stack import new_stack
 
 pytestmark = pytest.mark.e2e
 STRUCTURED = {"Content-Type": "application/cloudevents+json"}
@@ -76,3 +80,54 @@ async def test_invalid_events_are_refused_or_dead_lettered(stack):
     assert count == 4
     print(f"\ninvalid input: HTTP refusals 400/413/415/401/403/207, dead letters {len(records)} ({reasons}), "
           f"good events stored {count}")
+
+
+async def test_dead_letter_ceiling_stops_the_service_before_parking_a_whole_topic(infra):
+    """1 % poison is parked and the service runs on; a flood of poison (as after a bad deployment) crosses the
+    ceiling: nothing of that batch is parked or committed, the process exits with status 3 and says why."""
+    tenant = "ceiling"
+    stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
+    ingestion = stack.start("ingestion", TOUCHPOINT_DEAD_LETTER_MAX_SHARE="0.2", TOUCHPOINT_DEAD_LETTER_WINDOW="200")
+    try:
+        await ingestion.wait_ready()
+        inbound = stack.topic("touchpoint.inbound.v1")
+        good = generate(tenant, people=50, events=500, seed=31)
+        records = [kafka_io.binary_record(e) for e in good]
+        for n in range(5):  # 1 %: undecodable JSON
+            records[n * 100 + 50] = (b"poison", b"{not json", records[n * 100 + 50][2])
+        await kafka_io.publish(stack.bootstrap_servers, inbound, records)
+
+        async def parked_five():
+            return len(await kafka_io.read_all(stack.bootstrap_servers, inbound + ".dlq")) == 5
+
+        await kafka_io.wait_for(parked_five, timeout=60, what="5 dead letters")
+        await asyncio.sleep(1)
+        assert ingestion.popen.poll() is None, "1 % poison must not stop the service"
+
+        # The flood is waiting when the service starts, so it arrives as one batch.
+        ingestion.terminate()
+        flood = [(b"poison", b"{not json", kafka_io.binary_record(good[0])[2]) for _ in range(300)]
+        await kafka_io.publish(stack.bootstrap_servers, inbound, flood)
+        started = time.monotonic()
+        ingestion.start()
+        code = await asyncio.to_thread(ingestion.popen.wait, 60)
+        stopped_after = time.monotonic() - started
+        parked = await kafka_io.read_all(stack.bootstrap_servers, inbound + ".dlq")
+        behind = await kafka_io.lag(stack.bootstrap_servers, stack.prefix + "touchpoint-ingestion", inbound)
+        assert code == 3
+        assert len(parked) == 5, "the batch that crossed the ceiling was not parked"
+        assert behind == 300, "nor committed: it is still there for after the fix"
+        log_text = ingestion.log_path.read_text()
+        assert "dead-letter ceiling exceeded" in log_text
+
+        relaxed = stack.start("ingestion", name="ingestion-relaxed", TOUCHPOINT_DEAD_LETTER_MAX_SHARE="1.0")
+        await relaxed.wait_ready()
+
+        async def all_parked():
+            return len(await kafka_io.read_all(stack.bootstrap_servers, inbound + ".dlq")) == 305
+
+        await kafka_io.wait_for(all_parked, timeout=60, what="the flood parked once the ceiling is raised")
+        print(f"\ndead-letter ceiling: 5 of 500 parked, service running; flood of 300 → exit status {code} after "
+              f"{stopped_after:.1f} s, parked 5, lag {behind}; with the ceiling raised all 305 parked")
+    finally:
+        stack.stop_all()

@@ -3,7 +3,6 @@ no conversation is assigned twice and no agent ever holds more than its capacity
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections import Counter, defaultdict
