@@ -22,6 +22,11 @@ test-integration: setup
 test-e2e: setup
 	.venv/bin/python -m pytest -m e2e
 
+# The fault-injection suite with every cycle and duration (tests/faults); `make test` runs its quick subset.
+.PHONY: test-faults
+test-faults: setup
+	TOUCHPOINT_FAULTS=full .venv/bin/python -m pytest -m faults tests/faults
+
 # Benchmarks (never part of `make test`); see docs/benchmarks.md.
 bench: setup
 	.venv/bin/python -m bench.e2e

@@ -5,13 +5,18 @@ Every 4xx/5xx body is ``{"error": {"reason": <stable code>, "detail": <text>}}``
 
 from __future__ import annotations
 
+import logging
 from typing import Awaitable, Callable
 
+import asyncpg
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from shared.auth import ApiKeyVerifier, AuthError, Principal, key_from_headers
+from shared.retry import TRANSIENT, is_transient
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -33,6 +38,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _auth_error(_: Request, exc: AuthError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(error_body(exc.reason), status_code=exc.status, headers=headers)
+
+    async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
+        if not is_transient(exc):
+            raise exc  # a bug: the server-error middleware answers 500 and logs it
+        log.warning("dependency unavailable", extra={"error": type(exc).__name__})
+        return JSONResponse(error_body("unavailable", "a dependency is unavailable; retry later"), status_code=503,
+                            headers={"Retry-After": "5"})
+
+    # PostgreSQL or Kafka blinking is a 503 with Retry-After (the caller retries), never a 500.
+    for transient in (*TRANSIENT, asyncpg.InterfaceError):
+        app.add_exception_handler(transient, _dependency_down)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Single-node Apache Kafka (KRaft) on loopback, from jars resolved by Maven into .cache/kafka/libs.
-# Usage: kafka.sh start|stop|status.  Env: KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093), RUN_DIR (.run).
+# Usage: kafka.sh start|stop|status, and for fault tests kill (SIGKILL), pause (SIGSTOP), resume (SIGCONT).
+# Env KAFKA_PROXY_PORT: see write_config.  Env: KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093), RUN_DIR (.run).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 run_dir=${RUN_DIR:-$root/.run}
@@ -20,15 +21,22 @@ resolve_jars() {
 }
 
 write_config() {
+  # KAFKA_PROXY_PORT (fault tests): a second listener on port+2 that advertises the proxy's port, so clients
+  # bootstrapped through a TCP proxy in front of it keep talking through the proxy.
+  local proxied_listener="" proxied_advertised=""
+  if [ -n "${KAFKA_PROXY_PORT:-}" ]; then
+    proxied_listener=",PROXIED://127.0.0.1:$((port + 2))"
+    proxied_advertised=",PROXIED://127.0.0.1:$KAFKA_PROXY_PORT"
+  fi
   mkdir -p "$dir/data" "$run_dir/logs"
   cat > "$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport$proxied_listener
+advertised.listeners=PLAINTEXT://127.0.0.1:$port$proxied_advertised
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PROXIED:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$dir/data
 num.partitions=1
@@ -97,9 +105,17 @@ stop() {
   rm -f "$pidfile"
 }
 
+signal_broker() {
+  is_running || { echo "kafka: not running"; exit 1; }
+  kill -s "$1" "$(cat "$pidfile")"
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  kill) signal_broker KILL; sleep 0.2; rm -f "$pidfile"; echo "kafka: killed" ;;
+  pause) signal_broker STOP; echo "kafka: paused" ;;
+  resume) signal_broker CONT; echo "kafka: resumed" ;;
   status) is_running && echo "kafka: running on 127.0.0.1:$port" || { echo "kafka: stopped"; exit 1; } ;;
-  *) echo "usage: $0 start|stop|status"; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|kill|pause|resume"; exit 2 ;;
 esac

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # PostgreSQL from Debian's server binaries with a project-local data directory on loopback.
-# Usage: postgres.sh start|stop|status.  Env: PG_PORT (15432), RUN_DIR (.run).
+# Usage: postgres.sh start|stop|crash|status (crash = immediate stop, as on power loss; used by fault tests).  Env: PG_PORT (15432), RUN_DIR (.run).
 # When run as root the server runs as the 'postgres' system user (PostgreSQL refuses to run as root).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -44,9 +44,14 @@ stop() {
   fi
 }
 
+crash() {
+  as_owner "$bindir/pg_ctl" -D "$data" -m immediate -w stop >/dev/null && echo "postgres: crashed (immediate stop)"
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  crash) crash ;;
   status) as_owner "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1 && echo "postgres: running on 127.0.0.1:$port" || { echo "postgres: stopped"; exit 1; } ;;
-  *) echo "usage: $0 start|stop|status"; exit 2 ;;
+  *) echo "usage: $0 start|stop|crash|status"; exit 2 ;;
 esac

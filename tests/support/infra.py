@@ -69,9 +69,9 @@ def with_testcontainers() -> Infra:
 class LocalInfra(Infra):
     """Kafka and PostgreSQL as local processes that a test may stop and start again."""
 
-    def __init__(self, name: str, kafka_port: int, pg_port: int) -> None:
+    def __init__(self, name: str, kafka_port: int, pg_port: int, **env: str) -> None:
         self.env = dict(os.environ, RUN_DIR=str(ROOT / ".run" / name), KAFKA_PORT=str(kafka_port),
-                        KAFKA_CONTROLLER_PORT=str(kafka_port + 1), PG_PORT=str(pg_port))
+                        KAFKA_CONTROLLER_PORT=str(kafka_port + 1), PG_PORT=str(pg_port), **env)
         super().__init__(f"127.0.0.1:{kafka_port}", f"postgres://postgres@127.0.0.1:{pg_port}/postgres", stop=self.stop_all)
 
     def run(self, script: str, action: str) -> None:
