@@ -5,6 +5,7 @@ Every 4xx/5xx body is ``{"error": {"reason": <stable code>, "detail": <text>}}``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Awaitable, Callable
 
@@ -47,7 +48,8 @@ def install_error_handlers(app: FastAPI) -> None:
                             headers={"Retry-After": "5"})
 
     # PostgreSQL or Kafka blinking is a 503 with Retry-After (the caller retries), never a 500.
-    for transient in (*TRANSIENT, asyncpg.InterfaceError):
+    # Only database and broker errors: an OSError of the request's own socket is not the dependency's.
+    for transient in (*(t for t in TRANSIENT if t not in (OSError, asyncio.TimeoutError)), asyncpg.InterfaceError):
         app.add_exception_handler(transient, _dependency_down)
 
     @app.exception_handler(RequestValidationError)
