@@ -117,7 +117,7 @@ class ModeRun:
             names = [topics.INBOUND.name, topics.INGESTED.name, topics.IDENTITY.name, topics.TIMELINE.name]
             for k in range(3):
                 hop = harness.RefHop(f"{self.stack.prefix}ref-hop{k + 1}", self.infra.bootstrap_servers, self.stack.topic(names[k]),
-                                     self.stack.topic(names[k + 1]), self.stack.database_url if k == 2 else None)
+                                     self.stack.topic(names[k + 1]), self.stack.inspect_url if k == 2 else None)
                 self.hops.append(hop)
                 self.procs.add(f"hop{k + 1}", hop.pid)
         self.procs.add("loadgen", self.gen.pid)
@@ -126,7 +126,7 @@ class ModeRun:
         if postmaster := harness.postgres_pid():
             self.procs.add("postgres", postmaster, group=True)
         self.procs.add("bench", os.getpid())
-        self.rows = RowObserver(self.stack.database_url, self.table)
+        self.rows = RowObserver(self.stack.inspect_url, self.table)  # sees every tenant
         self.down = DownstreamObserver(self.infra.bootstrap_servers, self.stack.topic(topics.TIMELINE.name))
         self.lag = LagSampler(self.infra.bootstrap_servers, [(self.stack.prefix + g, self.stack.topic(t)) for g, t in GROUPS[self.mode]],
                               self.procs, rss_interval=self.rss_interval)

@@ -75,7 +75,7 @@ async def drop_stack(infra: LocalInfra, stack: Stack) -> None:
 def start_service(stack: Stack, service: str, **env: str) -> ServiceProcess:
     """``python -m services.<service>`` with the stack's settings; its log goes to ``.run/bench/logs``."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    proc = ServiceProcess(service, service, stack.env(**env))
+    proc = ServiceProcess(service, service, stack.env(**{"TOUCHPOINT_API_RATE_PER_SECOND": "0", **env}))
     proc.log_path = LOG_DIR / f"{stack.prefix}{service}.log"
     proc.start()
     stack.processes[service] = proc

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import asyncpg
 from pydantic import SecretStr
 
+from shared.db import ALL_TENANTS, enter_scope, tenant_scope
+from shared.ratelimit import RateLimited, RateLimiter
+
 SCOPES = ("ingest", "read", "admin", "agent")
 # ``agent`` acts for any agent of the tenant (an agent desktop integration); ``agent:<agent id>`` for one agent.
 AGENT_SCOPE_PREFIX = "agent:"
@@ -28,12 +31,14 @@ class Principal:
 
 
 class AuthError(Exception):
-    """``status`` 401 for a missing/unknown/revoked key, 403 for a missing scope."""
+    """``status`` 401 for a missing/unknown/revoked key, 403 for a missing scope, 429 for a key over its rate
+    (``retry_after`` seconds)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, retry_after: int | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
 
 
 def _hash(secret: str) -> str:
@@ -69,8 +74,9 @@ async def revoke_api_key(conn: asyncpg.Connection, key_id: str) -> bool:
 
 
 class ApiKeyVerifier:
-    def __init__(self, pool: asyncpg.Pool, cache_seconds: float = 5.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, cache_seconds: float = 5.0, limiter: RateLimiter | None = None) -> None:
         self._pool = pool
+        self._limiter = limiter or RateLimiter(0, 0)
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
@@ -103,6 +109,11 @@ class ApiKeyVerifier:
         principal = await self._lookup(raw_key)
         if principal is None:
             raise AuthError(401, "invalid_api_key")
+        try:
+            self._limiter.take(principal.key_id)
+        except RateLimited as exc:
+            raise AuthError(429, "rate_limited", exc.retry_after) from None
+        enter_scope(principal.tenant)  # row-level security: the rest of the request sees this tenant only
         return principal
 
     async def _lookup(self, raw_key: str) -> Principal | None:
@@ -122,10 +133,11 @@ class ApiKeyVerifier:
         if parsed is None:
             return None
         key_id, secret = parsed
-        row = await self._pool.fetchrow(
-            "SELECT tenant, secret_hash, scopes FROM platform.api_keys WHERE key_id = $1 AND revoked_at IS NULL",
-            key_id,
-        )
+        with tenant_scope(ALL_TENANTS):  # the key is what tells the tenant: look it up across tenants
+            row = await self._pool.fetchrow(
+                "SELECT tenant, secret_hash, scopes FROM platform.api_keys WHERE key_id = $1 AND revoked_at IS NULL",
+                key_id,
+            )
         if row is None or not hmac.compare_digest(row["secret_hash"], _hash(secret)):
             return None
         return Principal(row["tenant"], key_id, frozenset(row["scopes"]))

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import asyncpg
 import httpx
 import orjson
 import typer
@@ -44,15 +43,21 @@ def _settings() -> ServiceSettings:
 @app.command("db-init")
 def db_init(admin_url: str = typer.Option(..., help="A superuser DSN, e.g. postgresql://postgres@127.0.0.1:15432/postgres"),
             role: str = "touchpoint", password: str = "touchpoint", database: str = "touchpoint") -> None:
-    """Create the application role and database if they do not exist (development set-up)."""
+    """Create the owner role and the database if they do not exist (development set-up); `migrate` creates
+    the application role."""
     asyncio.run(db.ensure_database(admin_url, role, password, database))
     typer.echo(f"database {database} ready")
 
 
 @app.command()
 def migrate() -> None:
-    """Apply pending SQL migrations of the platform and every service."""
-    applied = asyncio.run(db.migrate(_settings().database_url.get_secret_value()))
+    """Apply pending SQL migrations of the platform and every service as the owner role
+    (TOUCHPOINT_MIGRATION_DATABASE_URL), and put every tenant table under row-level security for the role of
+    TOUCHPOINT_DATABASE_URL (created if missing)."""
+    s = _settings()
+    app_url = s.database_url.get_secret_value()
+    owner_url = s.migration_database_url.get_secret_value() if s.migration_database_url else app_url
+    applied = asyncio.run(db.migrate(owner_url, app_url))
     typer.echo("\n".join(applied) if applied else "migrations: up to date")
 
 
@@ -65,7 +70,7 @@ def create_topics() -> None:
 
 
 async def _with_conn(fn):
-    conn = await asyncpg.connect(_settings().database_url.get_secret_value())
+    conn = await db.connect(_settings().database_url.get_secret_value(), db.ALL_TENANTS)  # an operator's tool
     try:
         return await fn(conn)
     finally:

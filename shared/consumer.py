@@ -18,11 +18,13 @@ import asyncio
 import logging
 from typing import Awaitable, Callable, Sequence
 
+import orjson
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
+from shared.db import ALL_TENANTS, enter_scope
 from shared.deadletters import DeadLetterCeiling, DeadLetterCeilingExceeded
 from shared.metrics import ServiceMetrics
 from shared.retry import backoff, with_retries
@@ -59,6 +61,25 @@ def _record_lag(metrics: ServiceMetrics, consumer, records: Sequence[ConsumerRec
             metrics.lag.labels(topic, str(partition)).set(max(0, highwater - offset - 1))
 
 
+def batch_tenants(records: Sequence[ConsumerRecord], default: str) -> set[str]:
+    """The tenants a batch may touch: each record's ``ce_tenant`` (binary mode) or ``tenant`` attribute
+    (structured mode), plus the default tenant that records without one belong to."""
+    tenants = {default}
+    for r in records:
+        tenant = next((v for k, v in (r.headers or ()) if k == "ce_tenant"), None)
+        if tenant is not None:
+            tenants.add(tenant.decode("utf-8", "replace"))
+        elif r.value and r.value[:1] == b"{":
+            try:
+                value = orjson.loads(r.value)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(value, dict) and isinstance(value.get("tenant"), str):
+                tenants.add(value["tenant"])
+    # A name that cannot be a tenant cannot own rows either: its record is dead-lettered, not stored.
+    return {t for t in tenants if t and "," not in t and t != ALL_TENANTS}
+
+
 def subscribe_batches(
     broker: KafkaBroker, topic: str, group_id: str, process: BatchProcessor, settings: ServiceSettings,
     metrics: ServiceMetrics, ceiling: DeadLetterCeiling | None = None,
@@ -78,6 +99,7 @@ def subscribe_batches(
         metrics.batch_size.labels(topic).observe(len(records))
         if ceiling is not None:
             ceiling.read(topic, len(records))
+        enter_scope(batch_tenants(records, settings.default_tenant))  # row-level security: this batch's tenants
         try:
             with metrics.batch_seconds.labels(topic).time():
                 await with_retries(

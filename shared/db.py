@@ -7,20 +7,79 @@ from the unit of work and never commit; the use case decides by calling ``uow.co
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
-from typing import Iterable
+from typing import Iterable, Iterator
+from urllib.parse import unquote, urlparse
 
 import asyncpg
 
 MIGRATION_LOCK = 7_246_001  # advisory lock key: one migrator at a time
 
 
-async def create_pool(dsn: str, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
+# --- Tenant scope (row-level security) ------------------------------------------------------------------
+#
+# Every table with a ``tenant`` column has ENABLE and FORCE ROW LEVEL SECURITY and a policy that shows and
+# accepts only rows whose tenant is in the setting ``touchpoint.tenants`` (comma-separated; ``*`` = every
+# tenant). The setting is applied on every pool acquire from a context variable, so code never passes it
+# around: the API-key dependency scopes a request to its key's tenant, a consumer scopes a batch to the tenants
+# of its records, and only background jobs that serve every tenant (schedulers, outbox relays) run with ``*``.
+# A connection with no scope sees no rows at all.
+
+ALL_TENANTS = "*"
+TENANTS_SETTING = "touchpoint.tenants"
+_scope: ContextVar[str | None] = ContextVar("touchpoint_tenant_scope", default=None)
+
+
+def _scope_value(tenants: str | Iterable[str]) -> str:
+    if tenants == ALL_TENANTS:
+        return ALL_TENANTS
+    names = {tenants} if isinstance(tenants, str) else set(tenants)
+    if any("," in t or t == ALL_TENANTS for t in names):
+        raise ValueError("a tenant name may not contain ',' or be '*'")
+    return ",".join(sorted(names))
+
+
+def enter_scope(tenants: str | Iterable[str]) -> None:
+    """Scope the rest of the current task (an HTTP request, a batch) to ``tenants`` (or :data:`ALL_TENANTS`)."""
+    _scope.set(_scope_value(tenants))
+
+
+@contextmanager
+def tenant_scope(tenants: str | Iterable[str]) -> Iterator[None]:
+    """Scope the block (and tasks created in it) to ``tenants`` (or :data:`ALL_TENANTS`)."""
+    token = _scope.set(_scope_value(tenants))
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
+def current_scope() -> str | None:
+    return _scope.get()
+
+
+async def create_pool(dsn: str, min_size: int = 1, max_size: int = 4, default_scope: str | None = None) -> asyncpg.Pool:
+    """A pool whose connections carry the current tenant scope (``default_scope`` when none is set: only for
+    tools and tests that act for every tenant)."""
+
+    async def apply_scope(conn: asyncpg.Connection) -> None:
+        scope = _scope.get() or default_scope or ""
+        await conn.execute(f"SELECT set_config('{TENANTS_SETTING}', $1, false)", scope)
+
     # Custom plans: asyncpg prepares every statement, and PostgreSQL's generic plan for `= ANY($1)` / unnest
     # joins assumes a share of the table and scans it; a custom plan sees the actual arrays and uses the indexes.
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=60,
-                                     server_settings={"plan_cache_mode": "force_custom_plan"})
+                                     server_settings={"plan_cache_mode": "force_custom_plan"}, setup=apply_scope)
+
+
+async def connect(dsn: str, scope: str | Iterable[str]) -> asyncpg.Connection:
+    """A single connection scoped to ``scope`` for its whole life (command-line tools)."""
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(f"SELECT set_config('{TENANTS_SETTING}', $1, false)", _scope_value(scope))
+    return conn
 
 
 class UnitOfWork:
@@ -48,6 +107,59 @@ class UnitOfWork:
             await self._pool.release(self.conn)
 
 
+TENANT_POLICY = (f"tenant = ANY (string_to_array(current_setting('{TENANTS_SETTING}', true), ',')) "
+                 f"OR current_setting('{TENANTS_SETTING}', true) = '{ALL_TENANTS}'")
+SCHEMAS_QUERY = "SELECT nspname FROM pg_namespace WHERE nspname = ANY($1::text[])"
+
+
+def schemas() -> list[str]:
+    """Touchpoint's schemas: ``platform`` and one per service."""
+    return [component for component, _ in migration_dirs()]
+
+
+async def tenant_tables(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every table of Touchpoint's schemas with a ``tenant`` column, with its RLS flags and policy count."""
+    return await conn.fetch(
+        "SELECT n.nspname AS schema, c.relname AS table, c.relrowsecurity AS enabled, c.relforcerowsecurity AS forced,"
+        " (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) AS policies"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant' AND NOT a.attisdropped"
+        " WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1::text[]) ORDER BY 1, 2", schemas())
+
+
+async def unprotected_tables(conn: asyncpg.Connection) -> list[str]:
+    """Tenant tables lacking ENABLE or FORCE ROW LEVEL SECURITY or a policy (the metadata check)."""
+    return [f"{r['schema']}.{r['table']}" for r in await tenant_tables(conn)
+            if not (r["enabled"] and r["forced"] and r["policies"])]
+
+
+async def secure(conn: asyncpg.Connection, app_user: str | None, app_password: str | None) -> None:
+    """Put every tenant table under forced row-level security and give the application role (created if
+    missing: LOGIN, no superuser, no BYPASSRLS, owns nothing) the privileges it needs. Idempotent."""
+    for r in await tenant_tables(conn):
+        table = f'"{r["schema"]}"."{r["table"]}"'
+        await conn.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+        await conn.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+        await conn.execute(f"DROP POLICY IF EXISTS tenant_isolation ON {table}")
+        await conn.execute(f"CREATE POLICY tenant_isolation ON {table} USING ({TENANT_POLICY}) "
+                           f"WITH CHECK ({TENANT_POLICY})")
+    owner = await conn.fetchval("SELECT current_user")
+    if not app_user or app_user == owner:
+        return
+    if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", app_user):
+        password = (app_password or "").replace("'", "''")
+        # Defaults: NOSUPERUSER, NOBYPASSRLS, NOCREATEROLE, NOCREATEDB.
+        await conn.execute(f'CREATE ROLE "{app_user}" LOGIN PASSWORD \'{password}\'')
+    database = await conn.fetchval("SELECT current_database()")
+    await conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO "{app_user}"')
+    for schema in await conn.fetch(SCHEMAS_QUERY, schemas()):
+        name = schema["nspname"]
+        await conn.execute(f'GRANT USAGE ON SCHEMA "{name}" TO "{app_user}"')
+        await conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{name}" TO "{app_user}"')
+        await conn.execute(f'GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA "{name}" TO "{app_user}"')
+        await conn.execute(f'GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA "{name}" TO "{app_user}"')
+
+
 def migration_dirs() -> list[tuple[str, Path]]:
     """(component, folder) for the platform and every service, in the order they are applied."""
     root = Path(__file__).resolve().parent.parent
@@ -57,8 +169,9 @@ def migration_dirs() -> list[tuple[str, Path]]:
     return dirs
 
 
-async def migrate(dsn: str) -> list[str]:
-    """Apply every pending migration, each in its own transaction; returns what was applied. Idempotent."""
+async def migrate(dsn: str, app_dsn: str | None = None) -> list[str]:
+    """Apply every pending migration, each in its own transaction, then :func:`secure` the schema for the
+    application role named in ``app_dsn``; returns what was applied. Idempotent."""
     conn = await asyncpg.connect(dsn)
     applied: list[str] = []
     try:
@@ -81,6 +194,10 @@ async def migrate(dsn: str) -> list[str]:
                         component, path.name, hashlib.sha256(sql.encode()).hexdigest(),
                     )
                 applied.append(f"{component}/{path.name}")
+        app = urlparse(app_dsn) if app_dsn else None
+        async with conn.transaction():
+            await secure(conn, unquote(app.username) if app and app.username else None,
+                         unquote(app.password) if app and app.password else None)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
         await conn.close()
@@ -88,11 +205,14 @@ async def migrate(dsn: str) -> list[str]:
 
 
 async def ensure_database(admin_dsn: str, role: str, password: str, database: str) -> None:
-    """Create the application role and database if missing (development and test set-up only)."""
+    """Create the owner role (it runs the migrations) and database if missing (development and test set-up
+    only; :func:`migrate` creates the application role)."""
     conn = await asyncpg.connect(admin_dsn)
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
-            await conn.execute(f'CREATE ROLE "{role}" LOGIN PASSWORD \'{password}\'')
+            await conn.execute(f'CREATE ROLE "{role}" LOGIN CREATEROLE PASSWORD \'{password}\'')
+        else:
+            await conn.execute(f'ALTER ROLE "{role}" CREATEROLE')
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
             await conn.execute(f'CREATE DATABASE "{database}" OWNER "{role}"')
     finally:

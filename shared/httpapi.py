@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from shared.auth import ApiKeyVerifier, AuthError, Principal, key_from_headers
+from shared.db import ALL_TENANTS, enter_scope
 from shared.retry import TRANSIENT, is_transient
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AuthError)
     async def _auth_error(_: Request, exc: AuthError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if exc.retry_after is not None:
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(error_body(exc.reason), status_code=exc.status, headers=headers)
 
     async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
@@ -67,6 +70,12 @@ def _key_dependency(check: Callable[[ApiKeyVerifier, str | None], Awaitable[Prin
         return await check(request.app.state.verifier, key_from_headers(authorization, x_api_key))
 
     return dependency
+
+
+async def across_tenants() -> None:
+    """Dependency of routes authenticated by something other than an API key (a signed link token, a provider's
+    signature, a web-chat site key) that find their object across tenants before they know its tenant."""
+    enter_scope(ALL_TENANTS)
 
 
 def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:

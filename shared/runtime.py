@@ -27,12 +27,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.auth import ApiKeyVerifier
 from shared.consumer import BatchProcessor, make_broker, subscribe_batches
-from shared.db import create_pool
+from shared.db import ALL_TENANTS, create_pool, tenant_scope
 from shared.deadletters import DeadLetterCeiling
 from shared.httpapi import add_health_routes, install_error_handlers
 from shared.kafka import EventProducer
 from shared.logs import configure_logging
 from shared.metrics import ServiceMetrics
+from shared.ratelimit import RateLimiter
 from shared.settings import ServiceSettings
 from shared.telemetry import Steps, provider_from_environment
 
@@ -95,11 +96,13 @@ def build_service(name: str, settings: ServiceSettings, wire: Wire, title: str,
         resources = Resources(settings, pool, producer, broker, metrics, Steps(provider, name), ceiling=ceiling)
         resources.server = getattr(app.state, "server", None)
         app.state.resources = resources
-        app.state.verifier = ApiKeyVerifier(pool)
+        app.state.verifier = ApiKeyVerifier(pool, limiter=RateLimiter(settings.api_rate_per_second,
+                                                                      settings.api_rate_burst))
         wire(resources, app)
         await broker.start()
-        tasks = [asyncio.create_task(loop(), name=getattr(loop, "__name__", "background"))
-                 for loop in resources.background]
+        with tenant_scope(ALL_TENANTS):  # background jobs (schedulers, relays) serve every tenant
+            tasks = [asyncio.create_task(loop(), name=getattr(loop, "__name__", "background"))
+                     for loop in resources.background]
         log.info("service started", extra={"port": settings.port})
         try:
             yield

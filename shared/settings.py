@@ -17,7 +17,10 @@ class ServiceSettings(BaseSettings):
     # Kafka cluster neither read each other's topics nor rebalance each other's groups. Empty in production so
     # public topic names stay fixed.
     topic_prefix: str = ""
-    database_url: SecretStr = SecretStr("postgresql://touchpoint:touchpoint@127.0.0.1:15432/touchpoint")
+    # The services' role: owns nothing, no BYPASSRLS, sees only the rows of the tenants in scope.
+    database_url: SecretStr = SecretStr("postgresql://touchpoint_app:touchpoint_app@127.0.0.1:15432/touchpoint")
+    # The owner role, for `touchpoint migrate` only (it creates the role of database_url if missing).
+    migration_database_url: SecretStr | None = None
     db_pool_min: int = 1
     db_pool_max: int = 4
     default_tenant: str = "default"
@@ -37,6 +40,9 @@ class ServiceSettings(BaseSettings):
     # a subscription read may go to its dead-letter topic; the batch that would exceed it stops the service.
     dead_letter_max_share: float = 0.5
     dead_letter_window: int = 1000
+    # Requests per second per API key (token bucket per process; a burst of api_rate_burst); 0 = no limit.
+    api_rate_per_second: float = 500.0
+    api_rate_burst: float = 1000.0
 
     def group(self, group_id: str) -> str:
         """The consumer group id of ``group_id`` in this deployment's namespace."""

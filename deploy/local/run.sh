@@ -24,7 +24,10 @@ fi
 if [ -z "$external_db" ]; then
   bash deploy/local/postgres.sh start
   "$py" -m shared.cli db-init --admin-url "postgresql://postgres@127.0.0.1:${PG_PORT:-15432}/postgres" >/dev/null
-  export TOUCHPOINT_DATABASE_URL=postgresql://touchpoint:touchpoint@127.0.0.1:${PG_PORT:-15432}/touchpoint
+  # The owner role migrates; the services connect as touchpoint_app (no ownership, no BYPASSRLS), which
+  # `migrate` creates and grants.
+  export TOUCHPOINT_MIGRATION_DATABASE_URL=postgresql://touchpoint:touchpoint@127.0.0.1:${PG_PORT:-15432}/touchpoint
+  export TOUCHPOINT_DATABASE_URL=postgresql://touchpoint_app:touchpoint_app@127.0.0.1:${PG_PORT:-15432}/touchpoint
 fi
 "$py" -m shared.cli migrate
 "$py" -m shared.cli create-topics

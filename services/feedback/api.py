@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from services.feedback.service import Attribution, FeedbackError
 from shared.auth import Principal
-from shared.httpapi import ApiError, error_body, require_scope
+from shared.httpapi import ApiError, across_tenants, error_body, require_scope
 
 router = APIRouter(prefix="/v1")
 read_scope = require_scope("read")
@@ -69,7 +69,7 @@ def _field(q: Any, lang: str) -> str:
     return f"<fieldset><legend>{label}</legend>{options}</fieldset>"
 
 
-@router.get("/surveys/{token}")
+@router.get("/surveys/{token}", dependencies=[Depends(across_tenants)])
 async def survey(request: Request, token: str) -> Any:
     service = request.app.state.service
     try:
@@ -88,7 +88,7 @@ async def survey(request: Request, token: str) -> Any:
     return HTMLResponse(_page(lang, s.title.get(lang) or s.id, body))
 
 
-@router.post("/responses/{token}")
+@router.post("/responses/{token}", dependencies=[Depends(across_tenants)])
 async def respond(request: Request, token: str) -> Any:
     service = request.app.state.service
     raw = await request.body()

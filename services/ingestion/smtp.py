@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from services.ingestion.connectors.base import PayloadError
 from services.ingestion.connectors.intake import ConnectorIntake, ThreadStore
+from shared.db import tenant_scope
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ class InboundMailHandler:
             raw = str(raw).encode("utf-8", "surrogateescape")
         try:
             for tenant in tenants:
-                await self.intake.receive_email(tenant, raw, self.threads)
+                with tenant_scope(tenant):  # the recipient address names the tenant
+                    await self.intake.receive_email(tenant, raw, self.threads)
         except PayloadError as exc:
             return f"554 5.6.0 Message refused: {exc.reason}"
         except Exception as exc:  # noqa: BLE001 - Kafka or PostgreSQL failed: the sending MTA retries

@@ -36,7 +36,7 @@ from services.ingestion.normalise import validation_summary
 from shared.auth import Principal
 from shared.cloudevents import InvalidEvent
 from shared.contracts.interaction import Identifier
-from shared.httpapi import ApiError, require_scope
+from shared.httpapi import ApiError, across_tenants, require_scope
 from shared.identifiers import normalise_identifier
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ async def _publish(request: Request, event, tenant: str) -> None:
         raise ApiError(400, rejected[0].reason, rejected[0].detail)
 
 
-@router.post("/v1/webchat/conversations", status_code=201, openapi_extra=_body_schema(StartConversation),
+@router.post("/v1/webchat/conversations", dependencies=[Depends(across_tenants)], status_code=201, openapi_extra=_body_schema(StartConversation),
              summary="Start a web chat conversation (site key)")
 async def start_conversation(request: Request, x_site_key: str | None = Header(default=None)) -> JSONResponse:
     tenant = _site(request, x_site_key)
@@ -161,7 +161,7 @@ async def start_conversation(request: Request, x_site_key: str | None = Header(d
                          "visitor_id": conversation.visitor_id}, status_code=201)
 
 
-@router.post("/v1/webchat/conversations/{conversation_id}/messages", status_code=202,
+@router.post("/v1/webchat/conversations/{conversation_id}/messages", dependencies=[Depends(across_tenants)], status_code=202,
              openapi_extra=_body_schema(VisitorMessage), summary="Send a visitor message (site key + token)")
 async def send_message(conversation_id: str, request: Request, x_site_key: str | None = Header(default=None),
                        authorization: str | None = Header(default=None)) -> JSONResponse:
@@ -192,7 +192,7 @@ async def post_reply(conversation_id: str, request: Request,
     return JSONResponse({"id": event.id}, status_code=202)
 
 
-@router.get("/v1/webchat/conversations/{conversation_id}/events", summary="Agent replies as server-sent events")
+@router.get("/v1/webchat/conversations/{conversation_id}/events", dependencies=[Depends(across_tenants)], summary="Agent replies as server-sent events")
 async def stream_replies(conversation_id: str, request: Request,
                          site_key: str | None = Query(default=None), token: str | None = Query(default=None),
                          x_site_key: str | None = Header(default=None),

@@ -15,6 +15,7 @@ from services.ingestion.admission import Overloaded
 from services.ingestion.connectors.base import ConnectorError, Reply, WebhookRequest
 from services.ingestion.connectors.intake import ConnectorIntake
 from services.ingestion.handlers import read_body
+from shared.db import enter_scope
 from shared.httpapi import ApiError
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ async def _receive(request: Request, tenant: str, name: str, generic: bool) -> R
 
     async def call() -> Reply:
         intake.connector(tenant, name, generic)  # 404 before reading the body
+        enter_scope(tenant)  # a configured tenant: the rest of the request sees its rows only
         body = await read_body(request, request.app.state.max_body_bytes)
         hook = webhook_request(request, body, request.app.state.public_url)
         return await intake.receive(tenant, name, hook, generic)

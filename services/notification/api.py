@@ -24,7 +24,7 @@ from services.notification.adapters import callbacks
 from services.notification.service import AnswerError
 from shared import tokens
 from shared.auth import Principal
-from shared.httpapi import ApiError, error_body, require_scope
+from shared.httpapi import ApiError, across_tenants, error_body, require_scope
 
 router = APIRouter(prefix="/v1")
 read_scope = require_scope("read")
@@ -100,7 +100,7 @@ def _page(title: str, text: str, form: str = "", status: int = 200) -> HTMLRespo
                         status_code=status)
 
 
-@router.get("/answers/{token}", response_class=HTMLResponse, include_in_schema=True)
+@router.get("/answers/{token}", dependencies=[Depends(across_tenants)], response_class=HTMLResponse, include_in_schema=True)
 async def answer_page(request: Request, token: str) -> HTMLResponse:
     """A confirmation page: the answer is recorded only when its button posts it."""
     service = request.app.state.service
@@ -114,7 +114,7 @@ async def answer_page(request: Request, token: str) -> HTMLResponse:
     return _page("Your answer", "Please confirm your answer:", form)
 
 
-@router.post("/answers/{token}")
+@router.post("/answers/{token}", dependencies=[Depends(across_tenants)])
 async def answer(request: Request, token: str):
     """Record the answer. 200 with the outcome; 400 for a forged link, 410 expired, 409 already answered.
     Answers with JSON when the caller asks for it (``Accept: application/json``), else with a page."""
@@ -148,7 +148,7 @@ def _public_url(request: Request, settings: Any) -> str:
     return settings.twilio_status_callback_url or str(request.url)
 
 
-@router.post("/callbacks/twilio", response_class=PlainTextResponse)
+@router.post("/callbacks/twilio", dependencies=[Depends(across_tenants)], response_class=PlainTextResponse)
 async def twilio_callback(request: Request) -> str:
     """Twilio-style StatusCallback (form-encoded), verified by ``X-Twilio-Signature``."""
     settings = request.app.state.settings
@@ -172,7 +172,7 @@ async def whatsapp_verify(request: Request) -> str:
     return q.get("hub.challenge", "")
 
 
-@router.post("/callbacks/whatsapp")
+@router.post("/callbacks/whatsapp", dependencies=[Depends(across_tenants)])
 async def whatsapp_callback(request: Request) -> dict[str, int]:
     """WhatsApp Cloud-style status webhook, verified by ``X-Hub-Signature-256``."""
     settings = request.app.state.settings
@@ -183,7 +183,7 @@ async def whatsapp_callback(request: Request) -> dict[str, int]:
     return {"applied": await request.app.state.service.delivery_status(statuses)}
 
 
-@router.post("/callbacks/email")
+@router.post("/callbacks/email", dependencies=[Depends(across_tenants)])
 async def email_callback(request: Request) -> dict[str, int]:
     """Delivery reports and bounces for e-mail from the mail relay, signed with the Standard Webhooks scheme."""
     settings = request.app.state.settings

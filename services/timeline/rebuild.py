@@ -20,10 +20,10 @@ from rich.progress import Progress
 from services.timeline.projection import TimelineProjection
 from services.timeline.settings import TimelineSettings
 from shared import topics
-from shared.db import create_pool
+from shared.db import ALL_TENANTS, create_pool
 from shared.ops import partitions
 
-TABLES = ("entries", "aliases", "applied_merges", "customers", "identifiers")
+TABLES = ("entries", "aliases", "applied_merges", "customers", "identifiers", "splits")
 # Identity first: entries replayed after every merge and split land on their final owner directly.
 REPLAYED = (topics.IDENTITY, topics.ROUTING, topics.NOTIFICATIONS, topics.FEEDBACK)
 
@@ -67,7 +67,7 @@ async def replay(consumer: AIOKafkaConsumer, parts: list[TopicPartition], projec
 async def rebuild(settings: TimelineSettings) -> int:
     if await group_members(settings.kafka_bootstrap_servers, settings.group(settings.group_id)):
         raise SystemExit("the timeline service is running (its consumer group has members): stop it first")
-    pool = await create_pool(settings.database_url.get_secret_value(), 1, 2)
+    pool = await create_pool(settings.database_url.get_secret_value(), 1, 2, default_scope=ALL_TENANTS)
     projection = TimelineProjection(pool, _Silent(), "unused", "unused")
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.group(settings.group_id),
                                 enable_auto_commit=False)
@@ -76,8 +76,9 @@ async def rebuild(settings: TimelineSettings) -> int:
         # Partitions of every topic are looked up before any is assigned: once the consumer has an
         # assignment, its metadata covers only the assigned topics.
         sources = [await partitions(consumer, settings.topic_prefix + spec.name) for spec in REPLAYED]
-        async with pool.acquire() as conn:
-            await conn.execute("TRUNCATE " + ", ".join(f"timeline.{t}" for t in TABLES))
+        async with pool.acquire() as conn, conn.transaction():
+            for table in TABLES:  # DELETE, not TRUNCATE: the services' role may only touch rows RLS shows it
+                await conn.execute(f"DELETE FROM timeline.{table}")
         with Progress() as progress:
             return sum([await replay(consumer, parts, projection, progress) for parts in sources])
     finally:

@@ -27,7 +27,7 @@ from shared import topics
 from shared.cloudevents import from_structured, to_kafka_headers
 from shared.contracts import EXAMPLES_DIR, MODELS, types
 from shared.contracts.types import short_name
-from shared.db import create_pool
+from shared.db import ALL_TENANTS, create_pool
 from tests.support.recording import RecordingProducer
 from tests.support.stack import new_stack
 
@@ -96,7 +96,7 @@ def build(consumer: str, pool, producer, spec=None):
 @pytest.fixture(scope="module")
 async def pool(infra):
     stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
-    pool = await create_pool(stack.database_url)
+    pool = await create_pool(stack.database_url, default_scope=ALL_TENANTS)
     yield pool
     await pool.close()
 

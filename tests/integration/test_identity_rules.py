@@ -23,7 +23,7 @@ from shared import auth, topics
 from shared.auth import ApiKeyVerifier
 from shared.cloudevents import CloudEvent, to_kafka_headers
 from shared.contracts import types
-from shared.db import create_pool
+from shared.db import ALL_TENANTS, create_pool
 from shared.httpapi import install_error_handlers
 from tests.support.recording import RecordingProducer
 from tests.support.stack import new_stack
@@ -60,7 +60,7 @@ def resolved(producer: RecordingProducer) -> dict[str, str]:
 @pytest.fixture(scope="module")
 async def world(infra, tmp_path_factory):
     stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
-    pool = await create_pool(stack.database_url)
+    pool = await create_pool(stack.database_url, default_scope=ALL_TENANTS)
     path = tmp_path_factory.mktemp("identity") / "identity-rules.yaml"
     path.write_text(RULES)
     source = RulesSource(path)

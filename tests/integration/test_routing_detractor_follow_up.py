@@ -108,7 +108,8 @@ async def test_a_detractor_queues_one_follow_up_for_the_team_with_a_48h_resoluti
         await kafka_io.publish(stack.bootstrap_servers, stack.topic(topics.FEEDBACK.name), [*others, detractor, detractor])
         await kafka_io.wait_for(lambda: settled(stack), timeout=60, what="the feedback events consumed")
         redelivered = await kafka_io.read_all(stack.bootstrap_servers, stack.topic(topics.FEEDBACK.name))
-        await app.state.service.process_feedback(redelivered)
+        with kafka_io.as_consumer(redelivered):
+            await app.state.service.process_feedback(redelivered)
 
         offers = await kafka_io.wait_for(
             lambda: routing_events(stack, types.ROUTING_CONVERSATION_OFFERED, follow_up_id), timeout=30,

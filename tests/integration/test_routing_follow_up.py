@@ -114,7 +114,8 @@ async def test_not_solved_reopens_the_conversation_once_and_offers_it_to_the_sam
         await kafka_io.publish(stack.bootstrap_servers, stack.topic(topics.NOTIFICATIONS.name), [not_solved, not_solved])
         await kafka_io.wait_for(lambda: settled(stack), timeout=60, what="the not-solved answer consumed")
         redelivered = await kafka_io.read_all(stack.bootstrap_servers, stack.topic(topics.NOTIFICATIONS.name))
-        await app.state.service.process_notifications(redelivered)
+        with kafka_io.as_consumer(redelivered):
+            await app.state.service.process_notifications(redelivered)
 
         async def second_offer():
             offers = await routing_events(stack, types.ROUTING_CONVERSATION_OFFERED)

@@ -27,7 +27,7 @@ from shared import topics
 from shared.cloudevents import from_kafka, from_structured, to_kafka_headers
 from shared.contracts import EXAMPLES_DIR, types
 from shared.contracts.routing import SlaBreachedV1
-from shared.db import create_pool
+from shared.db import ALL_TENANTS, create_pool
 from tests.support import kafka_io
 from tests.support.recording import RecordingProducer
 from tests.support.stack import new_stack
@@ -95,7 +95,8 @@ async def test_a_routing_event_is_one_entry_on_the_merged_survivor_and_published
         await publish(stack, topics.ROUTING, [assigned, moved, assigned, queued, unknown])
         await kafka_io.wait_for(lambda: settled(stack), timeout=60, what="routing events consumed")
         redelivered = await kafka_io.read_all(stack.bootstrap_servers, stack.topic(topics.ROUTING.name))
-        await app.state.projection.process(redelivered)
+        with kafka_io.as_consumer(redelivered):
+            await app.state.projection.process(redelivered)
 
         rows = await fetch(stack, "SELECT customer_id, kind, payload FROM timeline.entries WHERE tenant = $1"
                                   " AND kind <> 'interaction' ORDER BY occurred_at", TENANT)
@@ -141,7 +142,8 @@ async def test_a_notification_event_is_one_entry_on_the_merged_survivor_and_publ
         await publish(stack, topics.NOTIFICATIONS, [sent, answered, sent, unknown])
         await kafka_io.wait_for(lambda: settled(stack), timeout=60, what="notification events consumed")
         redelivered = await kafka_io.read_all(stack.bootstrap_servers, stack.topic(topics.NOTIFICATIONS.name))
-        await app.state.projection.process(redelivered)
+        with kafka_io.as_consumer(redelivered):
+            await app.state.projection.process(redelivered)
 
         rows = await fetch(stack, "SELECT customer_id, kind, channel, payload FROM timeline.entries WHERE tenant = $1"
                                   " AND kind = 'notification' ORDER BY occurred_at", TENANT)
@@ -185,7 +187,8 @@ async def test_a_feedback_event_is_one_entry_on_the_merged_survivor_and_product_
         await publish(stack, topics.FEEDBACK, [responded, detractor, alert, responded, unknown])
         await kafka_io.wait_for(lambda: settled(stack), timeout=60, what="feedback events consumed")
         redelivered = await kafka_io.read_all(stack.bootstrap_servers, stack.topic(topics.FEEDBACK.name))
-        await app.state.projection.process(redelivered)
+        with kafka_io.as_consumer(redelivered):
+            await app.state.projection.process(redelivered)
 
         rows = await fetch(stack, "SELECT customer_id, kind, channel, payload FROM timeline.entries WHERE tenant = $1"
                                   " AND kind <> 'interaction' ORDER BY payload::jsonb->'details'->>'event' DESC", TENANT)
@@ -226,7 +229,7 @@ async def test_merges_and_entries_stored_concurrently_end_on_the_survivor(infra,
     """The identity and routing topics are consumed concurrently: whichever of a merge and an entry under the
     merged-away id commits first, the entry ends on the survivor."""
     stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
-    pool = await create_pool(stack.database_url)
+    pool = await create_pool(stack.database_url, default_scope=ALL_TENANTS)
     survivor, merged = str(uuid.uuid4()), str(uuid.uuid4())
     projection = TimelineProjection(pool, RecordingProducer(), "timeline", "customers")
     routing = consumer_record(topics.ROUTING, record(types.ROUTING_SLA_BREACHED, merged, customer_id=merged))
@@ -282,7 +285,7 @@ async def test_a_rebuild_restores_routing_notification_and_feedback_entries_on_t
 
 async def test_a_split_leaves_routing_entries_with_the_customer_and_an_erasure_removes_them_for_good(infra):
     stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
-    pool = await create_pool(stack.database_url)
+    pool = await create_pool(stack.database_url, default_scope=ALL_TENANTS)
     customer, new_customer = str(uuid.uuid4()), str(uuid.uuid4())
     projection = TimelineProjection(pool, RecordingProducer(), "timeline", "customers")
     routing = consumer_record(topics.ROUTING, record(types.ROUTING_CONVERSATION_ASSIGNED, customer, customer_id=customer))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import orjson
@@ -89,3 +90,11 @@ async def wait_for(predicate, timeout: float, interval: float = 0.25, what: str 
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached within {timeout}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+def as_consumer(records) -> "contextlib.AbstractContextManager[None]":
+    """The tenant scope the batch consumer gives ``records`` (for tests that hand a batch to a processor)."""
+    from shared.consumer import batch_tenants
+    from shared.db import tenant_scope
+
+    return tenant_scope(batch_tenants(records, "default"))

@@ -32,8 +32,9 @@ def free_port() -> int:
 @dataclass
 class Stack:
     bootstrap_servers: str
-    database_url: str
+    database_url: str  # the services' role (row-level security applies)
     prefix: str
+    inspect_url: str = ""  # a superuser on the same database: the tests' own queries see every tenant
     processes: dict[str, "ServiceProcess"] = field(default_factory=dict)
 
     def topic(self, name: str) -> str:
@@ -61,7 +62,7 @@ class Stack:
             proc.terminate()
 
     async def connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.database_url)
+        return await asyncpg.connect(self.inspect_url or self.database_url)
 
     async def fetch(self, sql: str, *args) -> list[asyncpg.Record]:
         conn = await self.connect()
@@ -85,16 +86,28 @@ class Stack:
             await conn.close()
 
 
-async def new_stack(bootstrap_servers: str, admin_dsn: str, partitions: dict[str, int] | None = None) -> Stack:
-    """A fresh database (migrated) and a fresh set of topics under a unique prefix."""
+async def new_database(admin_dsn: str) -> tuple[str, str, str]:
+    """A fresh database, migrated by the owner role: (name, the services' URL, a superuser URL for inspection)."""
     name = f"tp_{uuid.uuid4().hex[:10]}"
     await db.ensure_database(admin_dsn, "touchpoint", "touchpoint", name)
     host = admin_dsn.split("@", 1)[1].split("/", 1)[0]
-    url = f"postgresql://touchpoint:touchpoint@{host}/{name}"
-    await db.migrate(url)
+    url = f"postgresql://touchpoint_app:touchpoint_app@{host}/{name}"
+    await db.migrate(f"postgresql://touchpoint:touchpoint@{host}/{name}", url)
+    return name, url, admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def new_stack(bootstrap_servers: str, admin_dsn: str, partitions: dict[str, int] | None = None) -> Stack:
+    """A fresh database (migrated) and a fresh set of topics under a unique prefix."""
+    name, url, inspect_url = await new_database(admin_dsn)
     prefix = f"{name}."
     await kafka.create_topics(bootstrap_servers, prefix, partitions)
-    return Stack(bootstrap_servers, url, prefix)
+    return Stack(bootstrap_servers, url, prefix, inspect_url=inspect_url)
+
+
+async def with_fresh_database(stack: Stack, admin_dsn: str) -> Stack:
+    """``stack``'s topics with a new, migrated database."""
+    _, url, inspect_url = await new_database(admin_dsn)
+    return Stack(stack.bootstrap_servers, url, stack.prefix, inspect_url=inspect_url)
 
 
 class ServiceProcess:

@@ -1,4 +1,4 @@
-"""Back-pressure and the dead-letter ceiling: the decisions, without Kafka (the running system is tested in
+"""Back-pressure, the dead-letter ceiling and per-key rate limits: the decisions, without Kafka (the running system is tested in
 tests/e2e/test_invalid_input.py and tests/faults/)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import pytest
 
 from services.ingestion.admission import Admission, AdmissionLimits, Overloaded
 from shared.deadletters import DeadLetterCeiling, DeadLetterCeilingExceeded
+from shared.ratelimit import RateLimited, RateLimiter
 
 pytestmark = pytest.mark.unit
 
@@ -92,3 +93,19 @@ async def test_a_publish_that_is_not_confirmed_in_time_is_a_503():
     with pytest.raises(Overloaded) as refused:
         await admission.bounded(asyncio.sleep(5))
     assert refused.value.status == 503 and admission.refused["timeout"] == 1
+
+
+def test_rate_limiter_allows_the_burst_then_the_rate_per_key():
+    now = [0.0]
+    limiter = RateLimiter(rate=2, burst=3, clock=lambda: now[0])
+    for _ in range(3):
+        limiter.take("a")
+    with pytest.raises(RateLimited) as refused:
+        limiter.take("a")
+    assert refused.value.retry_after == 1
+    limiter.take("b")  # another key has its own bucket
+    now[0] = 0.5  # one token back after half a second at 2/s
+    limiter.take("a")
+    with pytest.raises(RateLimited):
+        limiter.take("a")
+    RateLimiter(rate=0, burst=0).take("a")  # 0 = no limit

@@ -247,8 +247,11 @@ def test_settings_come_from_the_config_map_and_the_database_from_the_cnpg_secret
         container = workload["spec"]["template"]["spec"]["containers"][0]
         assert {"configMapRef": {"name": CONFIG_MAP}} in container["envFrom"]
         db_url = _env(container)["TOUCHPOINT_DATABASE_URL"]
-        assert db_url == {"name": "TOUCHPOINT_DATABASE_URL",
-                          "valueFrom": {"secretKeyRef": {"name": f"{DB_CLUSTER}-app", "key": "uri"}}}
+        assert db_url == {"name": "TOUCHPOINT_DATABASE_URL",  # the non-owner role: row-level security applies
+                          "valueFrom": {"secretKeyRef": {"name": f"{DB_CLUSTER}-runtime", "key": "uri"}}}
+        if workload["kind"] == "Job":
+            assert _env(container)["TOUCHPOINT_MIGRATION_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+                "name": f"{DB_CLUSTER}-app", "key": "uri"}
         settings = (_settings_class(workload["metadata"]["name"].removeprefix("touchpoint-"))
                     if workload["kind"] == "Deployment" else ServiceSettings)
         for name in [*config, *_env(container)]:

@@ -31,7 +31,7 @@ from services.feedback import api
 from services.feedback.config import ConfigSource
 from services.feedback.domain import fatigue, metrics
 from services.feedback.service import FeedbackService
-from shared import auth, db, tokens, topics
+from shared import db, tokens, topics
 from shared.auth import ApiKeyVerifier
 from shared.cloudevents import CloudEvent
 from shared.contracts import types
@@ -39,7 +39,7 @@ from shared.httpapi import install_error_handlers
 from shared.kafka import EventProducer, event_record
 from tests.support import kafka_io
 from tests.support.service_harness import Clock, TopicReader
-from tests.support.stack import Stack, new_stack
+from tests.support.stack import Stack, new_stack, with_fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -228,16 +228,14 @@ class Harness:
         return by_customer
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        async with self.service.pool.acquire() as conn:
-            return await conn.fetch(sql, *args)
+        return await self.stack.fetch(sql, *args)  # the test's own view: every tenant
 
     async def invitations(self) -> list[Any]:
         return await self.fetch("SELECT * FROM feedback.invitations ORDER BY created_at, customer_id")
 
     async def api_key(self, scopes: list[str], tenant: str | None = None) -> dict[str, str]:
-        async with self.service.pool.acquire() as conn:
-            key = await auth.create_api_key(conn, tenant or self.tenant, scopes)
-        return {"Authorization": f"Bearer {key.get_secret_value()}"}
+        key = await self.stack.api_key(tenant or self.tenant, scopes)
+        return {"Authorization": f"Bearer {key}"}
 
     def http(self) -> httpx.AsyncClient:
         """The feedback HTTP API on this service."""
@@ -277,22 +275,13 @@ async def topic_stack(infra):
     return await new_stack(infra.bootstrap_servers, infra.admin_dsn)
 
 
-async def with_fresh_database(stack: Stack, admin_dsn: str) -> Stack:
-    """``stack``'s topics with a new, migrated database: each test's due invitations are its own."""
-    name = f"tp_{uuid.uuid4().hex[:10]}"
-    await db.ensure_database(admin_dsn, "touchpoint", "touchpoint", name)
-    url = f"{stack.database_url.rsplit('/', 1)[0]}/{name}"
-    await db.migrate(url)
-    return Stack(stack.bootstrap_servers, url, stack.prefix)
-
-
 @pytest.fixture
 async def h(infra, topic_stack, tmp_path, request):
     """A fresh database, a tenant named after the test (so sampling decides alike on every run), and the
     service built as services/feedback/main.py builds it, with a hand-moved clock; instead of subscribing, the
     test hands the records to its consumers."""
     stack = await with_fresh_database(topic_stack, infra.admin_dsn)
-    pool = await db.create_pool(stack.database_url, max_size=8)
+    pool = await db.create_pool(stack.database_url, max_size=8, default_scope=db.ALL_TENANTS)
     producer = EventProducer(stack.bootstrap_servers, client_id="test-feedback")
     await producer.start()
     clock = Clock(T0)
@@ -812,9 +801,12 @@ def figures(items: list[dict], with_period: bool = False) -> dict:
 
 async def test_metrics_per_dimension_and_period_are_exact_and_feed_the_gauges(h):
     # A database in a time zone far from UTC: periods are still UTC days, weeks and months.
-    async with h.service.pool.acquire() as conn:
+    conn = await h.stack.connect()  # the database's settings are the owner's (here a superuser's) business
+    try:
         name = await conn.fetchval("SELECT current_database()")
         await conn.execute(f"ALTER DATABASE {name} SET TimeZone = 'Pacific/Kiritimati'")
+    finally:
+        await conn.close()
     await h.service.pool.expire_connections()
     records = []
     for n, (metric, score, channel, team, agent, product, days) in enumerate(ANSWERS):

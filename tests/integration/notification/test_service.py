@@ -40,7 +40,7 @@ from shared.kafka import EventProducer, event_record
 from tests.support import kafka_io
 from tests.support.receivers import SmtpReceiver, TwilioReceiver, WhatsAppReceiver
 from tests.support.service_harness import Clock, TopicReader
-from tests.support.stack import Stack, new_stack
+from tests.support.stack import Stack, new_stack, with_fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -258,15 +258,6 @@ async def topic_stack(infra):
     return await new_stack(infra.bootstrap_servers, infra.admin_dsn)
 
 
-async def with_fresh_database(stack: Stack, admin_dsn: str) -> Stack:
-    """``stack``'s topics with a new, migrated database: each test's due notifications are its own."""
-    name = f"tp_{uuid.uuid4().hex[:10]}"
-    await db.ensure_database(admin_dsn, "touchpoint", "touchpoint", name)
-    url = f"{stack.database_url.rsplit('/', 1)[0]}/{name}"
-    await db.migrate(url)
-    return Stack(stack.bootstrap_servers, url, stack.prefix)
-
-
 @pytest.fixture
 async def h(infra, topic_stack, receivers, config_path):
     """A fresh database and tenant, and the service wired as services/notification/main.py wires it, with a
@@ -284,7 +275,7 @@ async def h(infra, topic_stack, receivers, config_path):
         twilio_status_callback_url=SMS_CALLBACK, whatsapp_base_url=whatsapp.url,
         whatsapp_phone_number_id=whatsapp.phone_number_id, whatsapp_access_token=SecretStr(whatsapp.access_token),
         whatsapp_app_secret=SecretStr(whatsapp.app_secret))
-    pool = await db.create_pool(stack.database_url, max_size=8)
+    pool = await db.create_pool(stack.database_url, max_size=8, default_scope=db.ALL_TENANTS)
     producer = EventProducer(stack.bootstrap_servers, client_id="test-notification")
     await producer.start()
     senders = make_senders(settings)
