@@ -247,16 +247,17 @@ def phases() -> list[Phase]:
     out += [lambda run: broker_kill(run, down)] * cycles
     out += [lambda run: broker_pause(run, 20.0 if FULL else 6.0)] * cycles
     out += [lambda run: postgres_crash(run, 10.0 if FULL else 4.0)] * (3 if FULL else 1)
-    out += [lambda run: blackhole(run, 20.0 if FULL else 10.0, "pg_proxy"),
-            lambda run: blackhole(run, 20.0 if FULL else 10.0, "kafka_proxy"),
+    out += [lambda run: blackhole(run, 20.0 if FULL else 7.0, "pg_proxy"),
+            lambda run: blackhole(run, 20.0 if FULL else 7.0, "kafka_proxy"),
             lambda run: latency(run, 20.0 if FULL else 5.0),
             lambda run: resets(run, 3 if FULL else 1),
-            lambda run: kill_services(run, 10 if FULL else 1),
-            lambda run: sigterm_drain(run, 3 if FULL else 1),
-            lambda run: churn(run, 5 if FULL else 1),
-            lambda run: poison(run, 20.0 if FULL else 10.0),
+            lambda run: kill_services(run, 10 if FULL else 1)]
+    if FULL:  # the churn and backlog phases stop instances with SIGTERM as well; here it is the fault itself
+        out += [lambda run: sigterm_drain(run, 3)]
+    out += [lambda run: churn(run, 5 if FULL else 1),
+            lambda run: poison(run, 20.0 if FULL else 8.0),
             reply_lost,
-            lambda run: backlog(run, 15.0 if FULL else 12.0)]
+            lambda run: backlog(run, 15.0 if FULL else 10.0)]
     return out
 
 
