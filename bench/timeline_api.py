@@ -36,6 +36,7 @@ import orjson
 from bench import harness, report
 from bench.measure import latency_summary
 from bench.procstats import cpu_seconds, machine_busy_seconds
+from shared import db
 
 TENANT = "bench-api"
 TARGET = "c-target-0001"
@@ -199,7 +200,7 @@ async def direct_sql(stack, cursors: list[str], calls: int) -> dict:
     from services.timeline import repository as repo  # noqa: PLC0415 - the service's own SQL
 
     befores = [timeline_api.decode_cursor(c) for c in cursors]
-    conn = await stack.connect()
+    conn = await db.connect(stack.database_url, TENANT)  # the service's role and scope: RLS applies here too
     try:
         for _ in range(50):  # warm the cache and the prepared statements
             await repo.page(conn, TENANT, TARGET, 51, None, None, None, None)

@@ -51,8 +51,10 @@ def install_error_handlers(app: FastAPI) -> None:
                             headers={"Retry-After": "5"})
 
     # PostgreSQL or Kafka blinking is a 503 with Retry-After (the caller retries), never a 500.
-    # Only database and broker errors: an OSError of the request's own socket is not the dependency's.
-    for transient in (*(t for t in TRANSIENT if t not in (OSError, asyncio.TimeoutError)), asyncpg.InterfaceError):
+    # Database and broker errors, and failing to reach them (refused, reset, timed out); not any OSError.
+    dependency_errors = (*(t for t in TRANSIENT if t not in (OSError, asyncio.TimeoutError)), asyncpg.InterfaceError,
+                         ConnectionError, TimeoutError)
+    for transient in dependency_errors:
         app.add_exception_handler(transient, _dependency_down)
 
     @app.exception_handler(RequestValidationError)

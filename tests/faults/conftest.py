@@ -2,7 +2,7 @@
 the session's servers), with a fault-injecting TCP proxy in front of each for the services.
 
 ``TOUCHPOINT_FAULTS=full`` runs every scenario with its full number of cycles and durations (``make
-test-faults``); otherwise each runs once, short (the quick subset ``make test`` and CI run).
+test-faults``); otherwise a quick subset runs, each fault once and short (what ``make test`` and CI run).
 """
 
 from __future__ import annotations
