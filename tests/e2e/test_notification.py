@@ -267,14 +267,6 @@ def _delay(tenant: str, customer: str, shipment: str) -> tuple:
         "occurred_at": now_iso(), "new_eta": "2026-12-01T12:00:00+00:00"}, source="test/carrier")
 
 
-async def _fetchval(stack, sql: str, *args):
-    conn = await stack.connect()
-    try:
-        return await conn.fetchval(sql, *args)
-    finally:
-        await conn.close()
-
-
 async def test_consent_gates_every_send_and_a_withdrawal_stops_sends_within_5_s(notification_stack, receivers):
     stack, tenant = notification_stack, "consent"
     smtp, _ = receivers
@@ -289,7 +281,7 @@ async def test_consent_gates_every_send_and_a_withdrawal_stops_sends_within_5_s(
                            [_consent(tenant, c, types.CONSENT_WITHDRAWN, f"withdraw-{c}") for c in groups["withdrawn"]])
 
     async def consents_applied():
-        n = await _fetchval(stack, "SELECT count(*) FROM notification.consent_log WHERE tenant = $1", tenant)
+        n = await stack.fetchval("SELECT count(*) FROM notification.consent_log WHERE tenant = $1", tenant)
         return n == 333 * 3 or None
 
     await kafka_io.wait_for(consents_applied, timeout=60, what="every consent event applied")
@@ -297,7 +289,7 @@ async def test_consent_gates_every_send_and_a_withdrawal_stops_sends_within_5_s(
                            [_delay(tenant, c, f"S-{c}") for c in everyone])
 
     async def decided():
-        n = await _fetchval(stack, """SELECT count(*) FROM notification.notifications
+        n = await stack.fetchval("""SELECT count(*) FROM notification.notifications
                                       WHERE tenant = $1 AND status IN ('sent', 'suppressed')""", tenant)
         return n == len(everyone) or None
 
@@ -333,7 +325,7 @@ async def test_consent_gates_every_send_and_a_withdrawal_stops_sends_within_5_s(
                            [_consent(tenant, c, types.CONSENT_WITHDRAWN, f"late-withdraw-{c}") for c in late])
 
     async def withdrawn():
-        n = await _fetchval(stack, """SELECT count(*) FROM notification.consents WHERE tenant = $1
+        n = await stack.fetchval("""SELECT count(*) FROM notification.consents WHERE tenant = $1
                                       AND status = 'withdrawn' AND consent_id LIKE 'late-withdraw-%'""", tenant)
         return n == len(late) or None
 
@@ -344,7 +336,7 @@ async def test_consent_gates_every_send_and_a_withdrawal_stops_sends_within_5_s(
                            [_delay(tenant, c, f"S2-{c}") for c in late])
 
     async def late_decided():
-        n = await _fetchval(stack, """SELECT count(*) FROM notification.notifications WHERE tenant = $1
+        n = await stack.fetchval("""SELECT count(*) FROM notification.notifications WHERE tenant = $1
                                       AND trigger_instance LIKE '%S2-%' AND status IN ('sent', 'suppressed')""", tenant)
         return n == len(late) or None
 
@@ -367,7 +359,7 @@ async def test_kill_9_during_2000_sends_delivers_each_message_exactly_once(notif
                            [_consent(tenant, c, types.CONSENT_GRANTED, f"grant-{c}") for c in customers])
 
     async def consents_applied():
-        n = await _fetchval(stack, "SELECT count(*) FROM notification.consents WHERE tenant = $1", tenant)
+        n = await stack.fetchval("SELECT count(*) FROM notification.consents WHERE tenant = $1", tenant)
         return n == len(customers) or None
 
     await kafka_io.wait_for(consents_applied, timeout=60, what="2,000 consents applied")
@@ -387,7 +379,7 @@ async def test_kill_9_during_2000_sends_delivers_each_message_exactly_once(notif
         await notification.wait_ready()
 
     async def all_sent():
-        n = await _fetchval(stack, "SELECT count(*) FROM notification.notifications WHERE tenant = $1 AND status = 'sent'",
+        n = await stack.fetchval("SELECT count(*) FROM notification.notifications WHERE tenant = $1 AND status = 'sent'",
                             tenant)
         return n == len(customers) or None
 
@@ -397,7 +389,7 @@ async def test_kill_9_during_2000_sends_delivers_each_message_exactly_once(notif
     ids = Counter(m["Message-ID"] for m in mails)
     per_customer = Counter(m["To"] for m in mails)
     resent = sum(n - 1 for n in ids.values())
-    in_doubt = await _fetchval(stack, """SELECT count(*) FROM notification.attempts WHERE tenant = $1 AND tries > 1""",
+    in_doubt = await stack.fetchval("""SELECT count(*) FROM notification.attempts WHERE tenant = $1 AND tries > 1""",
                                tenant)
     print(f"\n{kills} x kill -9 during 2,000 sends: distinct messages in the mailbox {len(ids)}, customers reached "
           f"{len(per_customer)}, SMTP transactions {len(mails)} (repeats of an in-doubt send with the same "
