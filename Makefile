@@ -27,6 +27,12 @@ test-e2e: setup
 test-faults: setup
 	TOUCHPOINT_FAULTS=full .venv/bin/python -m pytest -m faults tests/faults
 
+# Every layer at full scale: the full fault suite, up to 5 kills during 2,000 notification sends, 50,000 feedback
+# responses (tests/support/scale.py); `make test` runs the smaller CI scale.
+.PHONY: test-full
+test-full: setup
+	TOUCHPOINT_TEST_SCALE=full .venv/bin/python -m pytest
+
 # Benchmarks (never part of `make test`); see docs/benchmarks.md.
 bench: setup
 	.venv/bin/python -m bench.e2e

@@ -20,6 +20,7 @@ import orjson
 
 from shared.cloudevents import CloudEvent, InvalidEvent
 from shared.contracts.business import CustomerRef
+from shared.db import ALL_TENANTS, UnitOfWork, tenant_scope
 from shared.identifiers import normalise_identifier
 
 Identifier = tuple[str, str]  # (type, normalised value)
@@ -125,3 +126,16 @@ async def take_parked(conn: asyncpg.Connection, schema: str, tenant: str,
 async def forget(conn: asyncpg.Connection, schema: str, customer_id: str) -> None:
     """A customer id that stopped existing (tombstone): its identifiers no longer resolve to it."""
     await conn.execute(f"DELETE FROM {schema}.directory WHERE customer_id = $1", customer_id)
+
+
+async def forget_tombstoned(pool: asyncpg.Pool, schema: str, records: Sequence[Any]) -> None:
+    """Forget the customer ids of a batch's tombstones, in one transaction. Across tenants: customer ids are
+    unique across tenants, and tombstones written before they named their tenant (``ce_tenant``) have none."""
+    gone = [r.key.decode() for r in records if r.value is None and r.key]
+    if not gone:
+        return
+    with tenant_scope(ALL_TENANTS):
+        async with UnitOfWork(pool) as uow:
+            for customer_id in gone:
+                await forget(uow.conn, schema, customer_id)
+            await uow.commit()

@@ -16,6 +16,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from pydantic import ValidationError
 
 from shared.cloudevents import CloudEvent, to_kafka_headers
 from shared.deadletters import DeadLetterCeiling
@@ -42,8 +43,17 @@ def event_record(topic: str, key: str, event: CloudEvent, trace: list[tuple[str,
     return OutboundRecord(topic, key.encode(), value, headers)
 
 
-def tombstone(topic: str, key: str) -> OutboundRecord:
-    return OutboundRecord(topic, key.encode(), None, [])
+def _error_text(error: BaseException | str) -> str:
+    """The error without input values (they may be personal data): a validation error names fields only."""
+    if isinstance(error, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg']}" for e in error.errors()[:10])
+    return str(error)
+
+
+def tombstone(topic: str, key: str, tenant: str | None = None) -> OutboundRecord:
+    """A null value under ``key`` (on a compacted topic: the key is gone); ``tenant`` rides in ``ce_tenant``
+    so that a consumer scopes the deletion to that tenant's rows."""
+    return OutboundRecord(topic, key.encode(), None, [("ce_tenant", tenant.encode())] if tenant else [])
 
 
 class EventProducer:
@@ -110,7 +120,7 @@ class EventProducer:
 def dead_letter(record, reason: str, error: BaseException | str) -> OutboundRecord:
     """The record as it was, to ``<topic>.dlq``, with origin and error in Kafka-Connect-style headers."""
     exc_class = type(error).__name__ if isinstance(error, BaseException) else "InvalidEvent"
-    message = str(error)[:2000]
+    message = _error_text(error)[:2000]
     headers = list(record.headers or ()) + [
         ("__connect.errors.topic", record.topic.encode()),
         ("__connect.errors.partition", str(record.partition).encode()),

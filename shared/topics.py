@@ -116,6 +116,15 @@ BUSINESS = TopicSpec(
     consumers=("notification", "feedback"),
     public=True,
 )
+PRIVACY = TopicSpec(
+    name="touchpoint.privacy.v1",
+    partitions=6,
+    key="customer id, or the request id when the request names identifiers",
+    event_types=(t.ERASURE_REQUESTED,),
+    producer="upstream",  # a privacy portal or the CRM's data-subject request workflow
+    consumers=("identity",),
+    public=True,
+)
 CONSENT = TopicSpec(
     name="touchpoint.consent.v1",
     partitions=6,
@@ -157,7 +166,7 @@ FEEDBACK = TopicSpec(
 )
 
 REGISTRY: tuple[TopicSpec, ...] = (INBOUND, INGESTED, IDENTITY, TIMELINE, CUSTOMERS, AGENTS, CONVERSATIONS, ROUTING,
-                                   BUSINESS, CONSENT, NOTIFICATIONS, FEEDBACK_INBOUND, FEEDBACK)
+                                   BUSINESS, CONSENT, NOTIFICATIONS, FEEDBACK_INBOUND, FEEDBACK, PRIVACY)
 
 
 def by_name(name: str) -> TopicSpec:

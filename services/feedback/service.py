@@ -34,6 +34,7 @@ from shared.contracts import types
 from shared.contracts.identity import CustomersMergedV1
 from shared.contracts.interaction import InteractionResolvedV1
 from shared.db import UnitOfWork
+from shared.vault import Vault
 from shared.intake import Decoded, decode
 from shared.kafka import EventProducer, dead_letter
 from shared.loops import run_every
@@ -84,6 +85,7 @@ class FeedbackService:
                  survey_secret: SecretStr, *, clock: Clock = utcnow, batch_size: int = 500, phone_region: str = "DE",
                  on_event: Callable[[str], None] = lambda kind: None) -> None:
         self.pool = pool
+        self.vault = Vault(pool)
         self.producer = producer
         self.config_source = config_source
         self.topic = topic
@@ -117,18 +119,14 @@ class FeedbackService:
                                       types.CUSTOMERS_MERGED: CustomersMergedV1}, ignore_others=True)
 
     async def process_customers(self, records: Sequence[Any]) -> None:
-        gone = [r.key.decode() for r in records if r.value is None and r.key]
-        if gone:
-            async with UnitOfWork(self.pool) as uow:
-                for customer_id in gone:
-                    await directory.forget(uow.conn, repo.SCHEMA, customer_id)
-                await uow.commit()
+        await directory.forget_tombstoned(self.pool, repo.SCHEMA, records)
         await self._consume([r for r in records if r.value is not None], {types.CUSTOMER_SNAPSHOT: None},
                             idempotent=False)
 
     async def _consume(self, records: Sequence[Any], models: Mapping[str, type[BaseModel] | None],
                        ignore_others: bool = False, idempotent: bool = True) -> None:
-        incoming, dead = decode(records, models, ignore_others)
+        await self.vault.prefetch(records)
+        incoming, dead = decode(records, models, ignore_others, self.vault)
 
         async def apply(conn: asyncpg.Connection, item: Decoded, batch: Emitted) -> None:
             try:

@@ -17,6 +17,7 @@ import orjson
 from services.identity import repository as repo
 from services.identity.resolver import Merge
 from shared.contracts import types
+from shared import vault
 from shared.db import UnitOfWork
 
 NAMESPACE = uuid.UUID("5e7a9c1b-3d2f-4e6a-8b0c-9d1e2f3a4b5c")
@@ -266,7 +267,8 @@ def _undo_split_id(tenant: str, merge_id: str, merged: str) -> str:
 
 
 async def erase(pool: asyncpg.Pool, tenant: str, customer_id: str, request_id: str) -> dict:
-    """Forget the customer's identifiers (and its aliases'); projections erase on the event."""
+    """Forget the customer's identifiers (and its aliases'), shred the data keys of every event attributed to
+    them (``shared.vault``), and record the erasure event; projections erase on the event."""
     async with UnitOfWork(pool) as uow:
         canonical = await _canonical(uow.conn, tenant, customer_id)
         await repo.lock_customers(uow.conn, {(tenant, canonical)})
@@ -277,14 +279,36 @@ async def erase(pool: asyncpg.Pool, tenant: str, customer_id: str, request_id: s
                                tenant, everyone)
         await uow.conn.execute("UPDATE identity.customers SET erased_at = now() WHERE tenant = $1 AND customer_id = ANY($2::text[])",
                                tenant, everyone)
-        await uow.conn.execute("UPDATE identity.merges SET linking = '[]' WHERE tenant = $1 AND survivor_id = $2",
-                               tenant, canonical)
+        await _forget_evidence(uow.conn, tenant, everyone)
+        shredded = await vault.shred(uow.conn, tenant, everyone)
         erasure_id = str(uuid.uuid5(NAMESPACE, f"erase\x00{tenant}\x00{request_id}"))
         payload = {"erasure_id": erasure_id, "customer_id": canonical, "merged_ids": aliases,
                    "requested_at": datetime.now(timezone.utc).isoformat()}
         await _record_change(uow.conn, erasure_id, tenant, types.CUSTOMER_ERASED, canonical, payload)
+        erased_at = await uow.conn.fetchval("SELECT now()")
         await uow.commit()
-    return payload
+    # Done here once committed: the keys are gone, so every sealed copy anywhere is unreadable from now on;
+    # projections delete their rows when the event reaches them.
+    return {**payload, "keys_shredded": shredded, "erased_at": erased_at.isoformat()}
+
+
+async def _forget_evidence(conn: asyncpg.Connection, tenant: str, customers: list[str]) -> None:
+    """Remove the identifier values the graph's history keeps about ``customers``: what merges linked and held
+    (a merge that held them can no longer be undone), refused identifiers, pending reviews' evidence (the review
+    is rejected), split requests, and the identifiers of recorded splits."""
+    await conn.execute("UPDATE identity.merges SET linking = '[]', held = NULL WHERE tenant = $1"
+                       " AND (survivor_id = ANY($2::text[]) OR merged_ids && $2::text[])", tenant, customers)
+    await conn.execute("DELETE FROM identity.refusals WHERE tenant = $1 AND customer_id = ANY($2::text[])",
+                       tenant, customers)
+    await conn.execute("UPDATE identity.reviews SET linking = '[]', status = CASE WHEN status = 'pending'"
+                       " THEN 'rejected' ELSE status END, decided_at = COALESCE(decided_at, now()),"
+                       " decided_by = COALESCE(decided_by, 'erasure') WHERE tenant = $1 AND customers && $2::text[]",
+                       tenant, customers)
+    await conn.execute("DELETE FROM identity.split_requests WHERE tenant = $1 AND customer_id = ANY($2::text[])",
+                       tenant, customers)
+    await conn.execute("UPDATE identity.changes SET payload = jsonb_set(payload, '{identifiers}', '[]')"
+                       " WHERE tenant = $1 AND event_type = $3 AND (subject = ANY($2::text[])"
+                       " OR payload->>'new_customer_id' = ANY($2::text[]))", tenant, customers, types.CUSTOMER_SPLIT)
 
 
 async def _record_change(conn: asyncpg.Connection, change_id: str, tenant: str, event_type: str, subject: str,

@@ -4,6 +4,7 @@ from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
 from services.identity import api
+from services.identity.privacy import ErasureRequests
 from services.identity.rules import RulesSource
 from services.identity.service import IdentityService
 from services.identity.settings import IdentitySettings
@@ -24,6 +25,9 @@ def build_app(settings: IdentitySettings, tracer_provider: TracerProvider | None
         )
         app.state.service = service
         res.subscribe(topics.INGESTED.name, settings.group_id, service.process)
+        requests = ErasureRequests(res.pool, res.producer, service.publish_pending_merges,
+                                   settings.default_phone_region, service.vault)
+        res.subscribe(topics.PRIVACY.name, settings.group_id, requests.process)
 
     app = build_service("identity", settings, wire, title="Touchpoint identity", tracer_provider=tracer_provider)
     app.include_router(api.router)

@@ -7,6 +7,9 @@ Guarantees
   deterministic CloudEvents id; a redelivered event is published again with its customer's *current* id.
 - Merge events are written to ``identity.merges`` in the same transaction (outbox) and published afterwards
   until acknowledged.
+- Sealed personal fields (``shared.vault``) are opened to resolve and re-sealed under the same key; the key's
+  owner (the customer the event resolved to) is recorded in the same transaction, for erasure. An event whose
+  key was shredded belongs to an erased customer and is skipped.
 """
 
 from __future__ import annotations
@@ -30,6 +33,17 @@ from shared.contracts.interaction import Identifier, InteractionIngestedV1
 from shared.db import UnitOfWork
 from shared.kafka import EventProducer, OutboundRecord, dead_letter, event_record
 from shared.telemetry import Step, Steps, end_all
+from shared.vault import (
+    INTERACTION_FIELDS,
+    MERGE_FIELDS,
+    SPLIT_FIELDS,
+    DataKey,
+    Shredded,
+    Vault,
+    owned_keys,
+    record_owners,
+    seal,
+)
 
 log = logging.getLogger(__name__)
 SOURCE = "touchpoint/identity"
@@ -42,8 +56,9 @@ class IdentityService:
     def __init__(self, pool: asyncpg.Pool, producer: EventProducer, output_topic: str, steps: Steps | None = None,
                  on_created: Callable[[int], None] = lambda n: None,
                  on_merged: Callable[[int], None] = lambda n: None,
-                 rules: Callable[[str], Rules] = lambda tenant: DEFAULT_RULES) -> None:
+                 rules: Callable[[str], Rules] = lambda tenant: DEFAULT_RULES, vault: Vault | None = None) -> None:
         self.pool = pool
+        self.vault = vault or Vault(pool)
         self.rules = rules
         self.producer = producer
         self.output_topic = output_topic
@@ -53,36 +68,45 @@ class IdentityService:
 
     async def process(self, records: Sequence[Any]) -> None:
         """Handle one batch from the ingested-interactions topic. Idempotent; raises only transient errors."""
-        outbound, events, traces = self._decode(records)
+        await self.vault.prefetch(records)
+        outbound, events, traces, kids = self._decode(records)
         steps = {k: self.steps.start("identity.resolve", traces[k]) for k in events} if self.steps.enabled else {}
         try:
             if events:
-                assignments = await self._resolve(events)
-                outbound.extend(self._resolved_record(t, i, assignments[k], steps.get(k)) for k, (t, i) in events.items())
+                assignments = await self._resolve(events, kids)
+                outbound.extend(self._resolved_record(t, i, assignments[k], kids.get(k), steps.get(k))
+                                for k, (t, i) in events.items())
             await self.producer.send_all(outbound)
         finally:
             end_all(steps.values())
         await self.publish_pending_merges()
 
-    def _decode(self, records: Sequence[Any]) -> tuple[list[OutboundRecord], dict[EventKey, tuple[str, InteractionIngestedV1]], dict]:
+    def _decode(self, records: Sequence[Any]) -> tuple[list[OutboundRecord], dict[EventKey, tuple[str, InteractionIngestedV1]], dict, dict]:
+        """(dead letters, events, the headers each came with, the data key id each was sealed under)."""
         dead: list[OutboundRecord] = []
         events: dict[EventKey, tuple[str, InteractionIngestedV1]] = {}
         traces: dict[EventKey, Any] = {}
+        kids: dict[EventKey, str] = {}
         for record in records:
             try:
-                event = from_kafka(record.value, record.headers)
+                event = self.vault.open(from_kafka(record.value, record.headers))
                 if event.type != types.INTERACTION_INGESTED or not event.tenant:
                     raise InvalidEvent("unsupported_type", f"{event.type!r} without tenant or not accepted here")
                 interaction = InteractionIngestedV1.model_validate(event.data)
+            except Shredded:
+                continue  # its customer was erased
             except (InvalidEvent, ValidationError) as exc:
                 dead.append(dead_letter(record, getattr(exc, "reason", "invalid_data"), exc))
                 continue
             key = (event.tenant, interaction.source, interaction.event_id)
             events.setdefault(key, (event.tenant, interaction))
             traces.setdefault(key, record.headers)
-        return dead, events, traces
+            if "sealkey" in event.extensions:
+                kids.setdefault(key, event.extensions["sealkey"])
+        return dead, events, traces, kids
 
-    async def _resolve(self, events: dict[EventKey, tuple[str, InteractionIngestedV1]]) -> dict[EventKey, str]:
+    async def _resolve(self, events: dict[EventKey, tuple[str, InteractionIngestedV1]],
+                       kids: dict[EventKey, str]) -> dict[EventKey, str]:
         incoming = [
             Incoming(key, tuple((tenant, i.type, i.value) for i in it.identifiers), it.occurred_at)
             for key, (tenant, it) in events.items()
@@ -94,6 +118,7 @@ class IdentityService:
             if todo:
                 plan = await self._plan(uow.conn, todo)
                 await self._write(uow.conn, plan, todo)
+                await record_owners(uow.conn, ((k[0], kids[k], c) for k, c in plan.assignments.items() if k in kids))
             await uow.commit()
         return {**done, **(plan.assignments if todo else {})}
 
@@ -133,7 +158,7 @@ class IdentityService:
         self.on_created(len(plan.new_customers))
         self.on_merged(sum(len(m.merged_ids) for m in plan.merges))
 
-    def _resolved_record(self, tenant: str, interaction: InteractionIngestedV1, customer_id: str,
+    def _resolved_record(self, tenant: str, interaction: InteractionIngestedV1, customer_id: str, kid: str | None,
                          step: Step | None) -> OutboundRecord:
         data = interaction.model_dump(mode="json")
         data["customer_id"] = customer_id
@@ -142,6 +167,9 @@ class IdentityService:
             source=SOURCE, type=types.INTERACTION_RESOLVED, time=datetime.now(timezone.utc), data=data,
             extensions={"tenant": tenant},
         )
+        key = self.vault.key(tenant, kid) if kid else None
+        if key is not None:
+            seal(event, tenant, key, INTERACTION_FIELDS)
         return event_record(self.output_topic, customer_id, event, step.headers() if step else None)
 
     async def publish_pending_merges(self) -> int:
@@ -150,21 +178,34 @@ class IdentityService:
         async with UnitOfWork(self.pool) as uow:
             merges = await repo.unpublished_merges(uow.conn)
             changes = await repo.unpublished_changes(uow.conn)
-        if not merges and not changes:
-            return 0
-        await self.producer.send_all([self._merge_record(r) for r in merges] + [self._change_record(r) for r in changes])
+            if not merges and not changes:
+                return 0
+            kids = await owned_keys(uow.conn, [(r["tenant"], r["survivor_id"]) for r in merges]
+                                    + [(r["tenant"], r["subject"]) for r in changes])
+        await self.vault.load((tenant, kid) for (tenant, _), kid in kids.items())
+
+        def key(tenant: str, customer_id: str) -> DataKey | None:
+            kid = kids.get((tenant, customer_id))
+            return self.vault.key(tenant, kid) if kid else None
+
+        await self.producer.send_all([self._merge_record(r, key(r["tenant"], r["survivor_id"])) for r in merges]
+                                     + [self._change_record(r, key(r["tenant"], r["subject"])) for r in changes])
         async with UnitOfWork(self.pool) as uow:
             await repo.mark_merges_published(uow.conn, [r["merge_id"] for r in merges])
             await repo.mark_changes_published(uow.conn, [r["change_id"] for r in changes])
             await uow.commit()
         return len(merges) + len(changes)
 
-    def _change_record(self, row: Any) -> OutboundRecord:
+    def _change_record(self, row: Any, key: DataKey | None) -> OutboundRecord:
+        """A split's identifiers are sealed under a key of the customer split from (when it owns one)."""
         event = CloudEvent(id=row["change_id"], source=SOURCE, type=row["event_type"], time=row["created_at"],
                            data=orjson.loads(row["payload"]), extensions={"tenant": row["tenant"]})
+        if key is not None and row["event_type"] == types.CUSTOMER_SPLIT:
+            seal(event, row["tenant"], key, SPLIT_FIELDS)
         return event_record(self.output_topic, row["subject"], event)
 
-    def _merge_record(self, row: Any) -> OutboundRecord:
+    def _merge_record(self, row: Any, key: DataKey | None) -> OutboundRecord:
+        """The linking identifiers are sealed under a key of the survivor (when it owns one)."""
         merged = CustomersMergedV1(
             merge_id=row["merge_id"], survivor_id=row["survivor_id"], merged_ids=list(row["merged_ids"]),
             rule=row["rule"], linking_identifiers=[Identifier(**i) for i in orjson.loads(row["linking"])],
@@ -172,4 +213,6 @@ class IdentityService:
         )
         event = CloudEvent(id=row["merge_id"], source=SOURCE, type=types.CUSTOMERS_MERGED, time=row["merged_at"],
                            data=merged.model_dump(mode="json"), extensions={"tenant": row["tenant"]})
+        if key is not None:
+            seal(event, row["tenant"], key, MERGE_FIELDS)
         return event_record(self.output_topic, row["survivor_id"], event)

@@ -61,10 +61,12 @@ def _has_nul(value: object) -> bool:
     return False
 
 
-def partition_key(tenant: str, identifiers: list[Identifier]) -> str:
+def key_identifier(identifiers: list[Identifier]) -> str:
+    """``type:value`` of the most stable identifier: the subject whose data key seals the event, so one
+    person's events mostly share a key and a partition (the partition key is ``tenant/<key id>``)."""
     rank = {t: i for i, t in enumerate(KEY_PRIORITY)}
     best = min(identifiers, key=lambda i: (rank.get(i.type, len(rank)), i.type, i.value))
-    return f"{tenant}/{best.type}:{best.value}"
+    return f"{best.type}:{best.value}"
 
 
 def ingested_event_id(tenant: str, source: str, event_id: str) -> str:

@@ -7,6 +7,8 @@ Guarantees
   same events with the same ids; identity and timeline apply each one once.
 - Invalid records go to ``touchpoint.inbound.v1.dlq`` with the reason in headers; the batch goes on.
 - HTTP path: an event is answered 2xx only after Kafka acknowledged it on ``touchpoint.inbound.v1``.
+- Personal fields leave ingestion sealed (``shared.vault``) under the data key of the event's most stable
+  identifier, on both paths; the partition key is the tenant and that key's id, never an identifier.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from opentelemetry.trace import SpanKind
 
 from services.ingestion import repository
 from services.ingestion.admission import Admission, AdmissionLimits
-from services.ingestion.normalise import ingest, ingested_event_id, partition_key
+from services.ingestion.normalise import ingest, ingested_event_id, key_identifier
 from shared.cloudevents import CloudEvent, InvalidEvent, from_kafka, from_structured, to_kafka_headers, to_structured
 from shared.contracts import types
 from shared.contracts.interaction import InteractionIngestedV1
 from shared.db import UnitOfWork
 from shared.kafka import EventProducer, OutboundRecord, dead_letter, event_record
 from shared.telemetry import Step, Steps, end_all
+from shared.vault import INTERACTION_FIELDS, DataKey, Shredded, Vault, seal
 
 log = logging.getLogger(__name__)
 SOURCE = "touchpoint/ingestion"
@@ -45,7 +48,9 @@ class Rejection:
 class IngestionPipeline:
     def __init__(self, pool: asyncpg.Pool, producer: EventProducer, inbound_topic: str, ingested_topic: str,
                  default_tenant: str, phone_region: str, steps: Steps | None = None,
-                 on_duplicates: Callable[[int], None] = lambda n: None, admission: Admission | None = None) -> None:
+                 on_duplicates: Callable[[int], None] = lambda n: None, admission: Admission | None = None,
+                 vault: Vault | None = None) -> None:
+        self.vault = vault or Vault(pool)
         self.admission = admission or Admission(AdmissionLimits())
         self.steps = steps or Steps(None, "ingestion")
         self.on_duplicates = on_duplicates
@@ -63,10 +68,13 @@ class IngestionPipeline:
         now = datetime.now(timezone.utc)
         outbound: list[OutboundRecord] = []
         accepted: dict[tuple[str, str, str], tuple[InteractionIngestedV1, Any]] = {}
+        await self.vault.prefetch(records)
         for record in records:
             try:
-                event = from_kafka(record.value, record.headers)
+                event = self.vault.open(from_kafka(record.value, record.headers))
                 tenant, interaction = ingest(event, self.default_tenant, self.phone_region, now)
+            except Shredded:
+                continue  # sealed by the HTTP gateway for a customer erased since: nothing to forward
             except InvalidEvent as exc:
                 outbound.append(dead_letter(record, exc.reason, exc))
                 continue
@@ -74,8 +82,10 @@ class IngestionPipeline:
         async with UnitOfWork(self.pool) as uow:
             seen = await repository.already_seen(uow.conn, list(accepted))
         fresh = [(key, i, h) for key, (i, h) in accepted.items() if key not in seen]
+        keys = await self.vault.subject_keys({(key[0], key_identifier(i.identifiers)) for key, i, _ in fresh})
         steps = [self.steps.start("ingestion.normalise", h, channel=i.channel) for _, i, h in fresh]
-        outbound.extend(self._ingested_record(key[0], i, now, step) for (key, i, _), step in zip(fresh, steps))
+        outbound.extend(self._ingested_record(key[0], i, keys[(key[0], key_identifier(i.identifiers))], now, step)
+                        for (key, i, _), step in zip(fresh, steps))
         try:
             await self.producer.send_all(outbound)
             async with UnitOfWork(self.pool) as uow:
@@ -87,8 +97,8 @@ class IngestionPipeline:
         if len(outbound) > len(fresh):
             log.warning("dead-lettered inbound records", extra={"count": len(outbound) - len(fresh)})
 
-    def _ingested_record(self, tenant: str, interaction: InteractionIngestedV1, now: datetime, step: Step) -> OutboundRecord:
-        key = partition_key(tenant, interaction.identifiers)
+    def _ingested_record(self, tenant: str, interaction: InteractionIngestedV1, key: DataKey, now: datetime,
+                         step: Step) -> OutboundRecord:
         event = CloudEvent(
             id=ingested_event_id(tenant, interaction.source, interaction.event_id),
             source=SOURCE,
@@ -97,7 +107,8 @@ class IngestionPipeline:
             data=interaction.model_dump(mode="json"),
             extensions={"tenant": tenant},
         )
-        return event_record(self.ingested_topic, key, event, step.headers())
+        seal(event, tenant, key, INTERACTION_FIELDS)
+        return event_record(self.ingested_topic, f"{tenant}/{key.kid}", event, step.headers())
 
     # --- HTTP gateway ----------------------------------------------------------------------------------
 
@@ -112,18 +123,19 @@ class IngestionPipeline:
         now = datetime.now(timezone.utc)
         accepted: list[str] = []
         rejected: list[Rejection] = []
-        records: list[OutboundRecord] = []
+        valid: list[tuple[CloudEvent, str]] = []
         step = self.steps.start(span, trace, kind=SpanKind.SERVER, events=len(items))
         for index, item in enumerate(items):
             try:
-                record = self._validated_record(item, tenant, now, step)
+                valid.append(self._validated(item, tenant, now))
             except InvalidEvent as exc:
                 event_id = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
                 rejected.append(Rejection(index, event_id, exc.reason, exc.detail))
                 continue
-            records.append(record)
             accepted.append(item["id"])
         try:
+            keys = await self.vault.subject_keys({(tenant, subject) for _, subject in valid})
+            records = [self._inbound_record(event, tenant, keys[(tenant, subject)], step) for event, subject in valid]
             if records:
                 async with self.admission.publishing():
                     await self.admission.bounded(self.producer.send_all(records))
@@ -139,15 +151,22 @@ class IngestionPipeline:
         """
         return await self.accept_http([_structured(e) for e in events], tenant, span="ingestion.relay_connector")
 
-    def _validated_record(self, item: Any, tenant: str, now: datetime, step: Step) -> OutboundRecord:
+    def _validated(self, item: Any, tenant: str, now: datetime) -> tuple[CloudEvent, str]:
+        """(the event, the identifier whose key seals it). Raises InvalidEvent."""
         event = from_structured(item)
         if event.tenant is not None and event.tenant != tenant:
             raise InvalidEvent("tenant_mismatch", "the event's tenant differs from the API key's tenant", event.id)
+        if event.extensions.get("sealkey") is not None:
+            raise InvalidEvent("invalid_attribute", "the sealkey attribute is set by Touchpoint only", event.id)
         event.extensions["tenant"] = tenant
         _, interaction = ingest(event, tenant, self.phone_region, now)
-        key = partition_key(tenant, interaction.identifiers)
+        return event, key_identifier(interaction.identifiers)
+
+    def _inbound_record(self, event: CloudEvent, tenant: str, key: DataKey, step: Step) -> OutboundRecord:
+        seal(event, tenant, key, INTERACTION_FIELDS)
         value = orjson.dumps(event.data)
-        return OutboundRecord(self.inbound_topic, key.encode(), value, to_kafka_headers(event) + step.headers())
+        return OutboundRecord(self.inbound_topic, f"{tenant}/{key.kid}".encode(), value,
+                              to_kafka_headers(event) + step.headers())
 
 
 def _structured(event: CloudEvent) -> Any:

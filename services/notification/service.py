@@ -65,6 +65,7 @@ from shared.contracts import types
 from shared.contracts.identity import CustomersMergedV1
 from shared.contracts.interaction import InteractionResolvedV1
 from shared.db import UnitOfWork
+from shared.vault import Vault
 from shared.intake import Decoded, decode
 from shared.kafka import EventProducer
 from shared.outbox import Emitted
@@ -91,6 +92,7 @@ class NotificationService:
                  send_attempts: int = 3, phone_region: str = "DE",
                  on_event: Callable[[str], None] = lambda kind: None) -> None:
         self.pool = pool
+        self.vault = Vault(pool)
         self.producer = producer
         self.config_source = config_source
         self.senders = dict(senders)
@@ -132,18 +134,14 @@ class NotificationService:
     async def process_customers(self, records: Sequence[Any]) -> None:
         """Customer snapshots keep the directory (identifier → customer, contact points); a tombstone removes
         a customer id that stopped existing."""
-        gone = [r.key.decode() for r in records if r.value is None and r.key]
         live = [r for r in records if r.value is not None]
-        if gone:
-            async with UnitOfWork(self.pool) as uow:
-                for customer_id in gone:
-                    await directory.forget(uow.conn, repo.SCHEMA, customer_id)
-                await uow.commit()
+        await directory.forget_tombstoned(self.pool, repo.SCHEMA, records)
         await self._consume(live, {types.CUSTOMER_SNAPSHOT: None}, idempotent=False)
 
     async def _consume(self, records: Sequence[Any], models: Mapping[str, type[BaseModel] | None],
                        ignore_others: bool = False, idempotent: bool = True) -> None:
-        incoming, dead = decode(records, models, ignore_others)
+        await self.vault.prefetch(records)
+        incoming, dead = decode(records, models, ignore_others, self.vault)
         self._count(await outbox.apply_once(self.pool, repo.SCHEMA, incoming, self._apply, nc.NOTIFICATION_MODELS,
                                             idempotent))
         await self.producer.send_all(dead)

@@ -49,6 +49,7 @@ from shared.contracts.notification import NOTIFICATION_MODELS, FollowUpAnsweredV
 from shared import outbox
 from shared.db import UnitOfWork
 from shared.loops import run_every
+from shared.vault import Shredded, Vault
 from shared.kafka import EventProducer, OutboundRecord, dead_letter
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class RoutingService:
     def __init__(self, pool: asyncpg.Pool, producer: EventProducer, config_source: Any, clock: Clock,
                  routing_topic: str, on_event: Callable[[str], None] = lambda kind: None) -> None:
         self.pool = pool
+        self.vault = Vault(pool)
         self.producer = producer
         self.config_source = config_source
         self.clock = clock
@@ -102,12 +104,15 @@ class RoutingService:
     async def _consume(self, records: Sequence[Any], to_op: Callable[[CloudEvent], Op | None]) -> None:
         dead: list[OutboundRecord] = []
         per_tenant: dict[str, list[Op]] = {}
+        await self.vault.prefetch(records)
         for record in records:
             try:
-                event = from_kafka(record.value, record.headers)
+                event = self.vault.open(from_kafka(record.value, record.headers))
                 if not event.tenant:
                     raise InvalidEvent("missing_attribute", "the tenant extension attribute is required")
                 op = to_op(event)
+            except Shredded:
+                continue  # its customer was erased
             except (InvalidEvent, ValidationError) as exc:
                 dead.append(dead_letter(record, getattr(exc, "reason", "invalid_data"), exc))
                 continue

@@ -74,6 +74,7 @@ class Entry:
     channel: str
     identifiers: tuple[str, ...]
     fields: dict[str, Any]
+    sealkey: str | None = None  # the data key the event's personal fields were sealed under (shared.vault)
 
     def entry_id(self, tenant: str) -> str:
         return entry_id_for(tenant, self.source, self.event_id)
@@ -85,11 +86,11 @@ class Entry:
         return orjson.dumps(data).decode()
 
 
-def interaction_entry(it: InteractionResolvedV1) -> Entry:
+def interaction_entry(it: InteractionResolvedV1, sealkey: str | None = None) -> Entry:
     return Entry(
         source=it.source, event_id=it.event_id, customer_id=it.customer_id, occurred_at=it.occurred_at,
         kind=INTERACTION, channel=it.channel, identifiers=tuple(f"{i.type}:{i.value}" for i in it.identifiers),
-        fields={name: getattr(it, name) for name in ENTRY_FIELDS},
+        fields={name: getattr(it, name) for name in ENTRY_FIELDS}, sealkey=sealkey,
     )
 
 

@@ -6,7 +6,7 @@ import httpx
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
-from services.timeline import api, console_api
+from services.timeline import api, console_api, keys_api
 from services.timeline.consent import ConsentProjection
 from services.timeline.live import LiveHub
 from services.timeline.projection import TimelineProjection
@@ -45,6 +45,7 @@ def build_app(settings: TimelineSettings, tracer_provider: TracerProvider | None
 
     app = build_service("timeline", settings, wire, title="Touchpoint timeline", tracer_provider=tracer_provider)
     app.include_router(api.router)
+    app.include_router(keys_api.router)
     app.include_router(console_api.router)
     app.include_router(console_api.page_router)
     return app

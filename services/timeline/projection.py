@@ -18,6 +18,9 @@ Guarantees
   acknowledged them; a crash in between republishes them with the same CloudEvents id (consumers de-duplicate
   on it). Snapshots of every touched customer go to the compacted ``touchpoint.customers.v1``, with a
   tombstone for each merged-away id.
+- An interaction's personal fields are published sealed under the data key its event was sealed under
+  (``shared.vault``); an event whose key was shredded (an erased customer) is skipped, so a rebuild from the
+  log cannot bring an erased customer back.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ from shared.contracts.notification import NOTIFICATION_MODELS
 from shared.contracts.routing import ROUTING_MODELS
 from shared.db import UnitOfWork
 from shared.kafka import EventProducer, OutboundRecord, dead_letter, tombstone
+from shared.vault import ENTRY_FIELDS as ENTRY_SEALED_FIELDS
+from shared.vault import EXTENSION as SEAL_EXTENSION
+from shared.vault import HEADER, Shredded, Vault, seal_data
 from shared.telemetry import Step, Steps, end_all
 
 log = logging.getLogger(__name__)
@@ -63,8 +69,10 @@ IGNORED = frozenset({types.ROUTING_QUEUE_POSITION_CHANGED, types.FEEDBACK_PRODUC
 
 class TimelineProjection:
     def __init__(self, pool: asyncpg.Pool, producer: EventProducer, timeline_topic: str, customers_topic: str,
-                 steps: Steps | None = None, on_stored: Callable[[int], None] = lambda n: None) -> None:
+                 steps: Steps | None = None, on_stored: Callable[[int], None] = lambda n: None,
+                 vault: Vault | None = None) -> None:
         self.pool = pool
+        self.vault = vault or Vault(pool)
         self.producer = producer
         self.timeline_topic = timeline_topic
         self.customers_topic = customers_topic
@@ -74,6 +82,7 @@ class TimelineProjection:
     async def process(self, records: Sequence[Any]) -> None:
         """Handle one batch from the identity, routing, notification or feedback topic. Idempotent; raises only
         transient errors."""
+        await self.vault.prefetch(records)
         dead, items, headers = self._decode(records)
         steps = {}
         if self.steps.enabled:
@@ -99,7 +108,9 @@ class TimelineProjection:
         headers: list = []
         for record in records:
             try:
-                item = _item(from_kafka(record.value, record.headers))
+                item = _item(self.vault.open(from_kafka(record.value, record.headers)))
+            except Shredded:
+                continue  # its customer was erased (a late event, or a rebuild replaying the log)
             except (InvalidEvent, ValidationError) as exc:
                 dead.append(dead_letter(record, getattr(exc, "reason", "invalid_data"), exc))
                 continue
@@ -177,7 +188,7 @@ class TimelineProjection:
             if (tenant, customer) in forgotten:
                 continue
             rows.append((tenant, entry.entry_id(tenant), customer, entry.occurred_at, entry.kind, entry.channel,
-                         entry.source, entry.event_id, entry.payload(tenant), list(entry.identifiers)))
+                         entry.source, entry.event_id, entry.payload(tenant), list(entry.identifiers), entry.sealkey))
             for ident in entry.identifiers:
                 idents[(tenant, *ident.split(":", 1))] = customer
         inserted = await repo.insert_entries(conn, rows)
@@ -194,17 +205,20 @@ class TimelineProjection:
         async with UnitOfWork(self.pool) as uow:
             pending = await repo.unpublished_entries(uow.conn, keys)
             snapshots = await repo.profiles(uow.conn, sorted(touched))
+        await self.vault.load((r["tenant"], r["sealkey"]) for r in pending if r["sealkey"])
         outbound = list(dead)
-        outbound.extend(self._entry_record(r, steps.get(r["entry_id"])) for r in pending)
+        outbound.extend(filter(None, (self._entry_record(r, steps.get(r["entry_id"])) for r in pending)))
         outbound.extend(self._snapshot_record(r) for r in snapshots)
-        outbound.extend(tombstone(self.customers_topic, m) for _, m in sorted(gone))
+        outbound.extend(tombstone(self.customers_topic, m, t) for t, m in sorted(gone))
         await self.producer.send_all(outbound)
         if pending:
             async with UnitOfWork(self.pool) as uow:
                 await repo.mark_published(uow.conn, [(r["tenant"], r["entry_id"]) for r in pending])
                 await uow.commit()
 
-    def _entry_record(self, row: Any, step: Step | None = None) -> OutboundRecord:
+    def _entry_record(self, row: Any, step: Step | None = None) -> OutboundRecord | None:
+        """The entry's record, sealed again under its event's data key; None when that key was shredded (the
+        entry is erased, or about to be)."""
         data = orjson.loads(row["payload"])
         data["customer_id"] = row["customer_id"]
         headers = [
@@ -212,6 +226,15 @@ class TimelineProjection:
             ("ce_type", types.TIMELINE_ENTRY_ADDED.encode()), ("content-type", b"application/json"),
             ("ce_time", data["occurred_at"].encode()), ("ce_tenant", row["tenant"].encode()),
         ]
+        if row["sealkey"]:
+            try:
+                key = self.vault.key(row["tenant"], row["sealkey"])
+            except KeyError:
+                key = None
+            if key is None:
+                return None
+            data = seal_data(data, row["tenant"], key, ENTRY_SEALED_FIELDS)
+            headers.append((HEADER, key.kid.encode()))
         if step is not None:
             headers.extend(step.headers())
         return OutboundRecord(self.timeline_topic, row["customer_id"].encode(), orjson.dumps(data), headers)
@@ -241,7 +264,8 @@ def _item(event: CloudEvent) -> tuple[str, Entry | Any] | None:
     if not event.tenant:
         raise InvalidEvent("missing_attribute", "the tenant extension is required")
     if event.type == types.INTERACTION_RESOLVED:
-        return event.tenant, interaction_entry(InteractionResolvedV1.model_validate(event.data))
+        resolved = InteractionResolvedV1.model_validate(event.data)
+        return event.tenant, interaction_entry(resolved, event.extensions.get(SEAL_EXTENSION))
     if event.type in CHANGES:
         return event.tenant, CHANGES[event.type].model_validate(event.data)
     if event.type in IGNORED:

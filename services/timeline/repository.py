@@ -10,7 +10,7 @@ import orjson
 from shared.db import columns
 
 EntryRow = tuple[str, str, str, datetime, str, str, str, str, str, list[str]]
-# tenant, entry_id, customer_id, occurred_at, kind, channel, source, event_id, payload, identifiers
+# tenant, entry_id, customer_id, occurred_at, kind, channel, source, event_id, payload, identifiers[, sealkey]
 
 
 async def lock_tenants(conn: asyncpg.Connection, tenants: set[str], exclusive: bool) -> None:
@@ -154,12 +154,12 @@ async def insert_entries(conn: asyncpg.Connection, rows: list[EntryRow]) -> list
         return []
     return await conn.fetch(
         "INSERT INTO timeline.entries (tenant, entry_id, customer_id, occurred_at, kind, channel, source, event_id,"
-        " payload, identifiers)"
-        " SELECT t, e, c, o, k, ch, s, ev, p, string_to_array(i, chr(31)) FROM unnest($1::text[], $2::text[],"
-        " $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])"
-        " AS u(t, e, c, o, k, ch, s, ev, p, i)"
+        " payload, identifiers, sealkey)"
+        " SELECT t, e, c, o, k, ch, s, ev, p, string_to_array(i, chr(31)), sk FROM unnest($1::text[], $2::text[],"
+        " $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],"
+        " $11::text[]) AS u(t, e, c, o, k, ch, s, ev, p, i, sk)"
         " ON CONFLICT DO NOTHING RETURNING tenant, customer_id, occurred_at, channel, kind",
-        *columns([(*r[:9], "\x1f".join(r[9])) for r in rows]),
+        *columns([(*r[:9], "\x1f".join(r[9]), r[10] if len(r) > 10 else None) for r in rows]),
     )
 
 
@@ -192,7 +192,7 @@ async def unpublished_entries(conn: asyncpg.Connection, keys: list[tuple[str, st
     if not keys:
         return []
     return await conn.fetch(
-        "SELECT e.tenant, e.entry_id, e.customer_id, e.payload FROM timeline.entries e"
+        "SELECT e.tenant, e.entry_id, e.customer_id, e.payload, e.sealkey FROM timeline.entries e"
         " JOIN unnest($1::text[], $2::text[]) AS k(tenant, entry_id) USING (tenant, entry_id)"
         " WHERE NOT e.published ORDER BY e.occurred_at, e.seq",
         *columns(keys),

@@ -20,6 +20,7 @@ from shared.contracts.interaction import (
     InteractionResolvedV1,
 )
 from shared.contracts.notification import NOTIFICATION_MODELS
+from shared.contracts.privacy import PRIVACY_MODELS
 from shared.contracts.routing import AGENT_MODELS, CONVERSATION_MODELS, ROUTING_MODELS
 from shared.contracts.timeline import CustomerSnapshotV1, TimelineEntryAddedV1
 
@@ -40,6 +41,7 @@ MODELS: dict[str, type[BaseModel]] = {
     **NOTIFICATION_MODELS,
     **FEEDBACK_INBOUND_MODELS,
     **FEEDBACK_MODELS,
+    **PRIVACY_MODELS,
 }
 
 CONTRACTS_DIR = Path(__file__).parent

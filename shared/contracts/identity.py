@@ -12,6 +12,8 @@ class CustomersMergedV1(BaseModel):
 
     ``merged_ids`` stop existing as customers and resolve to ``survivor_id`` (the oldest customer) from
     now on. Projections re-key everything they hold for ``merged_ids`` to the survivor.
+    ``linking_identifiers`` are sealed under a data key of the survivor (``sealkey``), like a split's
+    ``identifiers`` under one of the customer split from.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -46,6 +48,8 @@ class CustomerErasedV1(BaseModel):
     """``touchpoint.identity.customer_erased.v1``: a customer's personal data must be erased everywhere.
 
     ``merged_ids`` are the aliases that resolved to the customer; projections erase those too.
+    By the time this is published the data keys of every event attributed to the customer are deleted, so
+    sealed copies anywhere (topics, dead letters, a replay) can no longer be opened.
     """
 
     model_config = ConfigDict(extra="ignore")

@@ -2,6 +2,10 @@
 
 Readers are tolerant (unknown fields are ignored) so that optional fields can be added within a version;
 a field is never renamed or retyped within a version.
+
+Touchpoint's own topics carry the personal fields (``identifiers``, ``subject``, ``text``) sealed: encrypted
+in ``data.sealed`` under a per-subject data key named by the ``sealkey`` attribute, so that erasing a customer
+(deleting its keys) erases every copy (``shared/vault.py``). The models describe the events once opened.
 """
 
 from datetime import datetime

@@ -14,6 +14,11 @@ class TimelineEntryAddedV1(BaseModel):
     ``entry_id`` is stable (derived from the recorded event's ``source`` and ``id``) and is also the CloudEvents
     ``id``, so a consumer can de-duplicate a redelivery.
 
+    Personal fields are sealed on the topic: an interaction's ``subject`` and ``text`` travel encrypted in
+    ``data.sealed`` under the data key named by the ``ce_sealkey`` header, which ``GET /v1/data-keys/{kid}`` of
+    the timeline API hands out (scope ``read``) until the customer is erased (then 410, and the entry can no
+    longer be opened by anyone). This model describes the entry once opened.
+
     ``kind`` is ``interaction`` for a customer interaction, which always has a ``direction``, or the short name
     of a routing event (``routing.conversation_queued``, ``routing.conversation_offered``,
     ``routing.conversation_assigned``, ``routing.conversation_reassigned``, ``routing.sla_warning``,

@@ -26,10 +26,9 @@ from services.ingestion.connectors.intake import ConnectorIntake
 from services.ingestion.main import build_app
 from services.ingestion.pipeline import IngestionPipeline
 from services.ingestion.settings import IngestionSettings
-from shared.cloudevents import from_kafka
 from shared.httpapi import install_error_handlers
 from tests.connectors.providers import BASE_URL, CONFIG
-from tests.support.recording import RecordingProducer
+from tests.support.recording import MemoryVault, RecordingProducer
 from tests.support.stack import Stack, free_port, new_stack
 
 # Fuzzing runs are reproducible from the printed seed; no example database in the work tree.
@@ -50,9 +49,11 @@ class FakeIngestion:
     app: FastAPI
     producer: RecordingProducer
     audit: MemoryAudit
+    vault: MemoryVault
 
     def published(self) -> list:
-        return [from_kafka(r.value, r.headers) for r in self.producer.records]
+        """What was published, opened (personal fields are sealed on the topic)."""
+        return [self.vault.opened(r) for r in self.producer.records]
 
 
 def connectors_config(raw: dict = CONFIG) -> ConnectorsConfig:
@@ -60,8 +61,9 @@ def connectors_config(raw: dict = CONFIG) -> ConnectorsConfig:
 
 
 def fake_ingestion(max_body_bytes: int = 1024 * 1024) -> FakeIngestion:
-    producer, audit = RecordingProducer(), MemoryAudit()
-    pipeline = IngestionPipeline(None, producer, "test.touchpoint.inbound.v1", "test.ingested", "default", "DE")
+    producer, audit, vault = RecordingProducer(), MemoryAudit(), MemoryVault()
+    pipeline = IngestionPipeline(None, producer, "test.touchpoint.inbound.v1", "test.ingested", "default", "DE",
+                                 vault=vault)
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(webhooks.router)
@@ -70,7 +72,7 @@ def fake_ingestion(max_body_bytes: int = 1024 * 1024) -> FakeIngestion:
     app.state.intake = ConnectorIntake(connectors_config(), pipeline, audit)
     app.state.public_url = None
     app.state.max_body_bytes = max_body_bytes
-    return FakeIngestion(app, producer, audit)
+    return FakeIngestion(app, producer, audit, vault)
 
 
 @dataclass

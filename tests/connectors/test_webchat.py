@@ -20,7 +20,7 @@ WIDGET = {"X-Site-Key": SITE_KEY, "Origin": SITE_ORIGIN}
 async def chat_interactions(live, conversation_id: str) -> list[dict]:
     records = await kafka_io.read_all(live.stack.bootstrap_servers,
                                       live.stack.topic("touchpoint.ingestion.interactions.v1"))
-    found = [orjson.loads(r.value) for r in records]
+    found = await live.stack.opened_data(records)
     return [d for d in found if d.get("conversation_id") == conversation_id]
 
 

@@ -1,6 +1,7 @@
-"""50,000 responses into the feedback service — 25,000 through the survey links (HTTP) and 25,000 from upstream
-survey tools (Kafka), each kind with redeliveries — and the metrics it serves equal a recomputation from the
-raw answers the test generated, duplicates counted once."""
+"""Responses into the feedback service — half through the survey links (HTTP), half from upstream survey tools
+(Kafka), each kind with redeliveries — and the metrics it serves equal a recomputation from the raw answers the
+test generated, duplicates counted once. 12,000 responses (6,000 + 6,000, 300 redeliveries of each kind), or
+50,000 (25,000 + 25,000, 1,000 of each) with ``TOUCHPOINT_TEST_SCALE=full`` (tests/support/scale.py)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from shared.cloudevents import CloudEvent
 from shared.contracts import types
 from shared.kafka import event_record
 from tests.support import kafka_io
+from tests.support.scale import scaled
 from tests.support.stack import ServiceProcess, new_stack
 
 pytestmark = pytest.mark.e2e
 
-LINKS, UPSTREAM, REPEATS = 25_000, 25_000, 1_000
+LINKS, UPSTREAM, REPEATS = scaled((6_000, 6_000, 300), (25_000, 25_000, 1_000))
 CHANNELS = ("email", "chat", "phone", "whatsapp")
 TEAMS = ("care", "billing", "tech")
 
@@ -73,13 +75,13 @@ async def load_stack(infra, tmp_path_factory):
     s.stop_all()
 
 
-async def test_50000_responses_give_exact_metrics_with_duplicates_counted_once(load_stack):
+async def test_responses_over_http_and_kafka_give_exact_metrics_with_duplicates_counted_once(load_stack):
     stack, tenant = load_stack, "load"
     rng = random.Random(11)
     key = await stack.api_key(tenant, ["read"])
     truth: dict[str, list[int]] = defaultdict(list)  # by channel and by team: every distinct response's score
 
-    # 25,000 resolved cases, one customer each, become 25,000 invitations with links.
+    # LINKS resolved cases, one customer each, become LINKS invitations with links.
     cases = {f"L{n}": (rng.choice(CHANNELS), rng.choice(TEAMS)) for n in range(LINKS)}
     await kafka_io.publish(stack.bootstrap_servers, stack.topic("touchpoint.business.v1"), [
         record(tenant, types.CASE_RESOLVED, case, {"case_id": case, "customer": {"customer_id": f"cust-{case}"},
@@ -93,7 +95,7 @@ async def test_50000_responses_give_exact_metrics_with_duplicates_counted_once(l
                  for d in [orjson.loads(r.value)]]
         return found if len(found) >= LINKS else None
 
-    invited = await kafka_io.wait_for(links, timeout=300, interval=2, what="25,000 invitations")
+    invited = await kafka_io.wait_for(links, timeout=300, interval=2, what=f"{LINKS:,} invitations")
     started = time.monotonic()
     answers = [(d["link"].rsplit("/", 1)[1], rng.randint(0, 10), d["channel"], d["team"]) for d in invited]
     repeats = rng.sample(answers, REPEATS)
@@ -118,7 +120,7 @@ async def test_50000_responses_give_exact_metrics_with_duplicates_counted_once(l
     print(f"\n{LINKS + REPEATS} HTTP posts in {http_s:.1f} s ({(LINKS + REPEATS) / http_s:.0f}/s): {dict(statuses)}")
     assert statuses == {200: LINKS, 409: REPEATS}, "every first answer stored, every repeat refused"
 
-    # 25,000 upstream responses plus 1,000 redeliveries of the same events (same CloudEvents id and response id).
+    # UPSTREAM upstream responses plus REPEATS redeliveries of the same events (same CloudEvents id and response id).
     upstream = []
     for n in range(UPSTREAM):
         channel, team, score = rng.choice(CHANNELS), rng.choice(TEAMS), rng.randint(0, 10)
@@ -139,7 +141,7 @@ async def test_50000_responses_give_exact_metrics_with_duplicates_counted_once(l
             await conn.close()
         return n if n == LINKS + UPSTREAM else None
 
-    await kafka_io.wait_for(stored, timeout=180, interval=1, what="50,000 responses stored")
+    await kafka_io.wait_for(stored, timeout=180, interval=1, what=f"{LINKS + UPSTREAM:,} responses stored")
     async with httpx.AsyncClient(base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as client:
         served = {}
         for by in ("channel", "team"):

@@ -21,6 +21,7 @@ from shared.contracts import types
 from shared.kafka import event_record
 from tests.support import kafka_io
 from tests.support.receivers import SmtpReceiver, TwilioReceiver
+from tests.support.scale import scaled
 from tests.support.stack import ServiceProcess, new_stack
 
 pytestmark = pytest.mark.e2e
@@ -346,14 +347,20 @@ async def test_consent_gates_every_send_and_a_withdrawal_stops_sends_within_5_s(
     assert len(smtp.messages) == before, "no send after the withdrawal"
 
 
-async def test_kill_9_during_2000_sends_delivers_each_message_exactly_once(notification_stack, receivers):
-    """``kill -9`` of the notification process at random moments while 2,000 messages go out. Each message
-    reaches the SMTP receiver's mailbox once: nothing is lost, and a message whose send a kill left in doubt is
-    sent again with the same Message-ID (its idempotency key), which the mailbox keeps once."""
+# ``kill -9`` during sends: 1,000 messages and 2 kills, or 2,000 and 3 to 5 kills with TOUCHPOINT_TEST_SCALE=full.
+# The time goes to the restarts (a restarted process rejoins its consumer groups before it sends again), not to
+# the sends; 1,000 leaves enough unsent between kills that every kill lands while sends are outstanding.
+KILL_SENDS, MIN_KILLS, MAX_KILLS = scaled((1000, 2, 2), (2000, 3, 5))
+
+
+async def test_kill_9_during_sends_delivers_each_message_exactly_once(notification_stack, receivers):
+    """``kill -9`` of the notification process at random moments while ``KILL_SENDS`` messages go out. Each
+    message reaches the SMTP receiver's mailbox once: nothing is lost, and a message whose send a kill left in
+    doubt is sent again with the same Message-ID (its idempotency key), which the mailbox keeps once."""
     stack, tenant = notification_stack, "crash"
     smtp, _ = receivers
     domain = "crash.example"
-    customers = [f"c{n}" for n in range(2000)]
+    customers = [f"c{n}" for n in range(KILL_SENDS)]
     await _publish_profiles(stack, tenant, customers, domain)
     await kafka_io.publish(stack.bootstrap_servers, stack.topic("touchpoint.consent.v1"),
                            [_consent(tenant, c, types.CONSENT_GRANTED, f"grant-{c}") for c in customers])
@@ -362,14 +369,15 @@ async def test_kill_9_during_2000_sends_delivers_each_message_exactly_once(notif
         n = await stack.fetchval("SELECT count(*) FROM notification.consents WHERE tenant = $1", tenant)
         return n == len(customers) or None
 
-    await kafka_io.wait_for(consents_applied, timeout=60, what="2,000 consents applied")
+    await kafka_io.wait_for(consents_applied, timeout=60, what=f"{KILL_SENDS:,} consents applied")
+    started = time.monotonic()
     await kafka_io.publish(stack.bootstrap_servers, stack.topic("touchpoint.business.v1"),
                            [_delay(tenant, c, f"K-{c}") for c in customers])
     notification = stack.processes["notification"]
     rng = random.Random(7)
     kills = 0
     mine = lambda: [m for m in smtp.messages if m["To"].endswith("@" + domain)]  # noqa: E731
-    while len({m["Message-ID"] for m in mine()}) < len(customers) and kills < 5:
+    while len({m["Message-ID"] for m in mine()}) < len(customers) and kills < MAX_KILLS:
         await asyncio.sleep(rng.uniform(0.5, 2.5))
         if len({m["Message-ID"] for m in mine()}) >= len(customers):
             break
@@ -383,7 +391,8 @@ async def test_kill_9_during_2000_sends_delivers_each_message_exactly_once(notif
                             tenant)
         return n == len(customers) or None
 
-    await kafka_io.wait_for(all_sent, timeout=180, what="2,000 notifications sent")
+    await kafka_io.wait_for(all_sent, timeout=180, what=f"{KILL_SENDS:,} notifications sent")
+    elapsed = time.monotonic() - started
     await asyncio.sleep(1)
     mails = mine()
     ids = Counter(m["Message-ID"] for m in mails)
@@ -391,10 +400,10 @@ async def test_kill_9_during_2000_sends_delivers_each_message_exactly_once(notif
     resent = sum(n - 1 for n in ids.values())
     in_doubt = await stack.fetchval("""SELECT count(*) FROM notification.attempts WHERE tenant = $1 AND tries > 1""",
                                tenant)
-    print(f"\n{kills} x kill -9 during 2,000 sends: distinct messages in the mailbox {len(ids)}, customers reached "
-          f"{len(per_customer)}, SMTP transactions {len(mails)} (repeats of an in-doubt send with the same "
-          f"Message-ID: {resent}; attempts repeated after a lost lease: {in_doubt})")
-    assert kills >= 3, "the process was killed while sending"
+    print(f"\n{kills} x kill -9 during {KILL_SENDS:,} sends ({elapsed:.1f} s): distinct messages in the mailbox "
+          f"{len(ids)}, customers reached {len(per_customer)}, SMTP transactions {len(mails)} (repeats of an "
+          f"in-doubt send with the same Message-ID: {resent}; attempts repeated after a lost lease: {in_doubt})")
+    assert kills >= MIN_KILLS, "the process was killed while sending"
     assert len(ids) == len(customers) and set(per_customer) == {f"{c}@{domain}" for c in customers}
     assert all(n == 1 for n in Counter(frozenset([m["To"], m["Message-ID"]]) for m in mails if ids[m["Message-ID"]] == 1).values())
     assert resent <= in_doubt, "a repeat only ever comes from a send left in doubt, under the same key"

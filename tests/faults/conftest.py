@@ -1,8 +1,9 @@
 """The fault suite's own Kafka and PostgreSQL processes (it kills, pauses and crashes them, so it never shares
 the session's servers), with a fault-injecting TCP proxy in front of each for the services.
 
-``TOUCHPOINT_FAULTS=full`` runs every scenario with its full number of cycles and durations (``make
-test-faults``); otherwise a quick subset runs, each fault once and short (what ``make test`` and CI run).
+``TOUCHPOINT_FAULTS=full`` (``make test-faults``) or ``TOUCHPOINT_TEST_SCALE=full`` (``make test-full``) runs
+every scenario with its full number of cycles and durations; otherwise a quick subset runs, each fault once and
+short (what ``make test`` and CI run).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 import pytest
 
 from tests.faults.proxy import FaultProxy
+from tests.support import scale
 from tests.support.infra import LocalInfra
 
-FULL = os.environ.get("TOUCHPOINT_FAULTS") == "full"
+FULL = os.environ.get("TOUCHPOINT_FAULTS") == "full" or scale.FULL
 KAFKA_PORT, PG_PORT = 28092, 28432
 KAFKA_PROXY_PORT, PG_PROXY_PORT = 28095, 28433
 

@@ -247,7 +247,7 @@ def phases() -> list[Phase]:
     if not FULL:
         return [lambda run: broker_kill(run, 6.0), lambda run: broker_pause(run, 6.0),
                 lambda run: postgres_crash(run, 4.0), lambda run: blackhole(run, 7.0, "kafka_proxy"),
-                lambda run: poison(run, 8.0), reply_lost, lambda run: backlog(run, 10.0)]
+                lambda run: poison(run, 6.0), reply_lost, lambda run: backlog(run, 10.0)]
     return ([lambda run: broker_kill(run, 15.0)] * 5 + [lambda run: broker_pause(run, 20.0)] * 5
             + [lambda run: postgres_crash(run, 10.0)] * 3
             + [lambda run: blackhole(run, 20.0, "pg_proxy"), lambda run: blackhole(run, 20.0, "kafka_proxy"),

@@ -11,6 +11,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from pydantic import SecretStr
 
+from services.identity.privacy import ErasureRequests
 from services.identity.service import IdentityService
 from services.feedback.config import ConfigSource as FeedbackConfigSource
 from services.feedback.service import FeedbackService
@@ -57,6 +58,8 @@ def as_record(spec, event_type: str, mode: str) -> ConsumerRecord:
     for field in ("event_id", "merge_id", "split_id", "erasure_id"):
         if field in raw["data"]:
             raw["data"][field] += f"-{mode}"
+    if spec is topics.PRIVACY:  # each mode erases a customer of its own
+        raw["data"]["customer"]["customer_id"] += f"-{mode}"
     if mode == "structured":
         value, headers = orjson.dumps(raw), [("content-type", b"application/cloudevents+json")]
     else:
@@ -87,7 +90,10 @@ def build(consumer: str, pool, producer, spec=None):
     if consumer == "ingestion":
         return IngestionPipeline(pool, producer, topics.INBOUND.name, topics.INGESTED.name, "default", "DE").process_inbound
     if consumer == "identity":
-        return IdentityService(pool, producer, topics.IDENTITY.name).process
+        service = IdentityService(pool, producer, topics.IDENTITY.name)
+        if spec is topics.PRIVACY:
+            return ErasureRequests(pool, producer, service.publish_pending_merges, "DE").process
+        return service.process
     if spec is topics.CONSENT:
         return ConsentProjection(pool, producer, "DE").process
     return TimelineProjection(pool, producer, topics.TIMELINE.name, topics.CUSTOMERS.name).process
@@ -111,6 +117,10 @@ def test_every_type_has_a_consumer_or_is_downstream():
 async def test_example_is_accepted_by_consumer(pool, spec, event_type, consumer, mode):
     producer = RecordingProducer()
     process = build(consumer, pool, producer, spec)
+    if spec is topics.PRIVACY:
+        async with pool.acquire() as conn:
+            await conn.execute("INSERT INTO identity.customers (tenant, customer_id, created_by_source, created_by_event)"
+                               " VALUES ('example', $1, 'crm', 'e-1')", raw_data(spec, event_type, mode)["customer"]["customer_id"])
     await process([as_record(spec, event_type, mode)])
     dead = producer.to(".dlq")
     assert not dead, [dict(r.headers).get("touchpoint.errors.reason") for r in dead]
@@ -137,6 +147,12 @@ async def test_example_is_accepted_by_consumer(pool, spec, event_type, consumer,
         assert (entry["kind"], entry["customer_id"]) == ("feedback", raw_data(spec, event_type, mode)["customer_id"])
     elif spec is topics.CONSENT:
         await assert_consent_recorded(pool, event_type, mode)
+    elif spec is topics.PRIVACY:
+        customer_id = raw_data(spec, event_type, mode)["customer"]["customer_id"]
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT erased_at FROM identity.customers WHERE customer_id = $1", customer_id)
+        (erased,) = [orjson.loads(r.value) for r in producer.to(topics.IDENTITY.name)]
+        assert erased["customer_id"] == customer_id
     elif change_id is None:
         assert producer.records, "the example produced output"
     else:

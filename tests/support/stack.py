@@ -17,7 +17,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from shared import auth, db, kafka
+from shared import auth, db, kafka, vault
+from shared.cloudevents import CloudEvent, from_kafka
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = ROOT / "tests" / "artifacts" / "logs"
@@ -63,6 +64,31 @@ class Stack:
 
     async def connect(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.inspect_url or self.database_url)
+
+    async def opened(self, records) -> list[CloudEvent]:
+        """Kafka records decoded, with sealed personal fields opened with their data keys (``shared.vault``);
+        a record whose key was shredded comes back still sealed (``data.sealed``, no personal fields)."""
+        events = [from_kafka(r.value, r.headers) for r in records]
+        wanted = {(e.tenant, e.extensions[vault.EXTENSION]) for e in events if vault.EXTENSION in e.extensions}
+        keys = {}
+        if wanted:
+            conn = await self.connect()
+            try:
+                rows = await conn.fetch(
+                    "SELECT tenant, kid, key FROM platform.data_keys WHERE (tenant, kid) IN"
+                    " (SELECT * FROM unnest($1::text[], $2::text[]))", [t for t, _ in wanted], [k for _, k in wanted])
+            finally:
+                await conn.close()
+            keys = {(r["tenant"], r["kid"]): vault.DataKey(r["kid"], bytes(r["key"])) for r in rows}
+        for e in events:
+            key = keys.get((e.tenant, e.extensions.get(vault.EXTENSION)))
+            if key is not None:
+                e.data = vault.unseal(e.data, e.tenant, key)
+        return events
+
+    async def opened_data(self, records) -> list[dict]:
+        """The data of :meth:`opened` events."""
+        return [e.data for e in await self.opened(records)]
 
     async def fetch(self, sql: str, *args) -> list[asyncpg.Record]:
         conn = await self.connect()

@@ -52,5 +52,5 @@ def test_public_topic_names_are_fixed():
     assert public == {"touchpoint.inbound.v1", "touchpoint.timeline.v1", "touchpoint.customers.v1",
                       "touchpoint.agents.v1", "touchpoint.conversations.v1", "touchpoint.routing.v1",
                       "touchpoint.business.v1", "touchpoint.consent.v1", "touchpoint.notification.v1",
-                      "touchpoint.feedback-inbound.v1", "touchpoint.feedback.v1"}
+                      "touchpoint.feedback-inbound.v1", "touchpoint.feedback.v1", "touchpoint.privacy.v1"}
     assert topics.CUSTOMERS.compacted and topics.CUSTOMERS.config["cleanup.policy"] == "compact"

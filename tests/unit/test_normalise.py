@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from services.ingestion.normalise import ingest, ingested_event_id, partition_key
+from services.ingestion.normalise import ingest, ingested_event_id, key_identifier
 from shared.cloudevents import CloudEvent, InvalidEvent
 from shared.contracts import types
 from shared.contracts.interaction import Identifier
@@ -152,16 +152,16 @@ def test_tenant_defaults():
 
 # --- keys and ids -----------------------------------------------------------------------------------------
 
-def test_partition_key_prefers_user_id_then_email_then_phone():
+def test_key_identifier_prefers_user_id_then_email_then_phone():
     phone, email, user = ident("phone", "+49301234567"), ident("email", "a@example.com"), ident("user_id", "u1")
-    assert partition_key("acme", [phone, email, user]) == "acme/user_id:u1"
-    assert partition_key("acme", [phone, email]) == "acme/email:a@example.com"
-    assert partition_key("acme", [ident("cookie_id", "c1"), phone]) == "acme/phone:+49301234567"
+    assert key_identifier([phone, email, user]) == "user_id:u1"
+    assert key_identifier([phone, email]) == "email:a@example.com"
+    assert key_identifier([ident("cookie_id", "c1"), phone]) == "phone:+49301234567"
 
 
-def test_partition_key_independent_of_order():
+def test_key_identifier_independent_of_order():
     a, b = ident("email", "a@example.com"), ident("email", "b@example.com")
-    assert partition_key("acme", [a, b]) == partition_key("acme", [b, a]) == "acme/email:a@example.com"
+    assert key_identifier([a, b]) == key_identifier([b, a]) == "email:a@example.com"
 
 
 def test_ingested_event_id_deterministic():
