@@ -1,7 +1,8 @@
 """How large the long-running tests are.
 
 ``TOUCHPOINT_TEST_SCALE=full`` (``make test-full``) runs them at full scale: the notification ``kill -9`` test
-with 2,000 sends and up to 5 kills, the feedback load test with 50,000 responses, and the whole fault suite
+with 2,000 sends and up to 5 kills, the feedback load test with 50,000 responses, 2 minutes of overload at twice
+the capacity, and the whole fault suite
 (as ``TOUCHPOINT_FAULTS=full`` does). Otherwise they run at a smaller scale that checks the same properties
 with the same assertions (what ``make test`` and CI run).
 """
