@@ -16,7 +16,9 @@ from services.ingestion.pipeline import IngestionPipeline
 from services.ingestion.settings import IngestionSettings
 from services.ingestion.smtp import serve_smtp
 from shared import topics
+from shared.db import ALL_TENANTS, tenant_scope
 from shared.httpapi import error_body
+from shared.loops import run_every
 from shared.ops import LagProbe
 from shared.runtime import Resources, build_service
 
@@ -86,7 +88,14 @@ def watch_backlog(res: Resources, admission: Admission, settings: IngestionSetti
 def wire_connectors(res: Resources, app: FastAPI, settings: IngestionSettings, connectors: ConnectorsConfig,
                     pipeline: IngestionPipeline) -> None:
     """Channel connectors (docs/connectors.md): webhooks, web chat and, when enabled, the SMTP listener."""
-    app.state.intake = ConnectorIntake(connectors, pipeline, RawPayloadLog(res.pool, settings.raw_payload_max_bytes))
+    raw_payloads = RawPayloadLog(res.pool, settings.raw_payload_max_bytes)
+    app.state.intake = ConnectorIntake(connectors, pipeline, raw_payloads)
+
+    async def forget_erased() -> None:  # raw payloads of erased customers; every tenant's
+        with tenant_scope(ALL_TENANTS):
+            await run_every(raw_payloads.forget_shredded, settings.raw_payload_sweep_seconds, "raw payload sweep")
+
+    res.background.append(forget_erased)
     app.state.public_url = settings.public_url
     app.state.webchat = WebchatStore(res.pool)
     app.state.reply_hub = webchat.ReplyHub()

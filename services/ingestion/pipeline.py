@@ -151,6 +151,17 @@ class IngestionPipeline:
         """
         return await self.accept_http([_structured(e) for e in events], tenant, span="ingestion.relay_connector")
 
+    async def key_ids(self, events: list[CloudEvent], tenant: str) -> list[str]:
+        """The ids of the data keys ``events`` (those that are valid) are sealed under, created if missing."""
+        now = datetime.now(timezone.utc)
+        subjects = set()
+        for event in events:
+            try:
+                subjects.add((tenant, self._validated(_structured(event), tenant, now)[1]))
+            except InvalidEvent:
+                continue
+        return sorted(k.kid for k in (await self.vault.subject_keys(subjects)).values())
+
     def _validated(self, item: Any, tenant: str, now: datetime) -> tuple[CloudEvent, str]:
         """(the event, the identifier whose key seals it). Raises InvalidEvent."""
         event = from_structured(item)

@@ -25,6 +25,8 @@ class IngestionSettings(ServiceSettings):
     retry_after_seconds: int = 5
     # Raw provider payloads kept for audit are cut to this many bytes.
     raw_payload_max_bytes: int = 256 * 1024
+    # How often raw payloads that carried an erased customer's events are deleted (seconds).
+    raw_payload_sweep_seconds: float = 10.0
     # The inbound SMTP listener (off unless enabled) and its largest accepted message.
     smtp_enabled: bool = False
     smtp_host: str = "127.0.0.1"

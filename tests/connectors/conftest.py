@@ -39,9 +39,11 @@ hypothesis_settings.load_profile("touchpoint")
 @dataclass
 class MemoryAudit:
     kept: list[tuple[str, str, bytes, list[str]]] = field(default_factory=list)
+    kids: list[list[str]] = field(default_factory=list)
 
-    async def keep(self, tenant, connector, content_type, body, event_ids) -> None:
+    async def keep(self, tenant, connector, content_type, body, event_ids, kids=()) -> None:
         self.kept.append((tenant, connector, body, list(event_ids)))
+        self.kids.append(list(kids))
 
 
 @dataclass

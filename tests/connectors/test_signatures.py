@@ -44,6 +44,7 @@ async def test_only_valid_signatures_publish(connector):
     assert event.tenant == TENANT
     assert event.type == "touchpoint.interaction.occurred.v1"
     assert len(fake.audit.kept) == 1 and fake.audit.kept[0][2] == good.body, "the raw payload is kept as received"
+    assert fake.audit.kids == [[event.extensions["sealkey"]]], "kept with the data key its event is sealed under"
 
 
 async def test_the_missing_and_stale_cases_say_why():

@@ -39,10 +39,15 @@ class Relay(Protocol):
     async def relay(self, events: list[CloudEvent], tenant: str) -> tuple[list[str], list[Any]]:
         """Validate and publish; returns (accepted ids, rejections). Raises when Kafka did not acknowledge."""
 
+    async def key_ids(self, events: list[CloudEvent], tenant: str) -> list[str]:
+        """The ids of the data keys the valid ones among ``events`` are sealed under (created if missing)."""
+
 
 class AuditLog(Protocol):
-    async def keep(self, tenant: str, connector: str, content_type: str, body: bytes, event_ids: Sequence[str]) -> None:
-        """Store the raw payload (size-capped) once per distinct body. Raises on database failure."""
+    async def keep(self, tenant: str, connector: str, content_type: str, body: bytes, event_ids: Sequence[str],
+                   kids: Sequence[str] = ()) -> None:
+        """Store the raw payload (size-capped) once per distinct body, with the data keys of its events (erasing
+        one of their customers deletes it). Raises on database failure."""
 
 
 class ThreadStore(Protocol):
@@ -79,7 +84,8 @@ class ConnectorIntake:
         connector.verify(request, section)
         parsed = connector.parse(request, section)
         content_type = request.header("content-type") or "application/octet-stream"
-        await self.audit.keep(tenant, connector.name, content_type, request.body, [e.id for e in parsed.events])
+        await self.audit.keep(tenant, connector.name, content_type, request.body, [e.id for e in parsed.events],
+                              await self.relay.key_ids(parsed.events, tenant))
         accepted, rejected = await self.relay.relay(parsed.events, tenant)
         log.info("webhook received", extra={"tenant": tenant, "connector": connector.name,
                                             "accepted": len(accepted), "rejected": len(rejected),
@@ -93,7 +99,8 @@ class ConnectorIntake:
         parsed = mail.parse_email(raw)
         conversation = await threads.conversation_of(tenant, parsed)
         event = mail.email_event(parsed, conversation, own)
-        await self.audit.keep(tenant, "email", "message/rfc822", raw, [event.id])
+        await self.audit.keep(tenant, "email", "message/rfc822", raw, [event.id],
+                              await self.relay.key_ids([event], tenant))
         _, rejected = await self.relay.relay([event], tenant)
         if rejected:
             raise PayloadError(f"the message is not a valid interaction ({rejected[0].reason})")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Sequence
 
 import asyncpg
@@ -17,21 +17,40 @@ from shared.db import UnitOfWork
 
 
 class RawPayloadLog:
-    """The audit port: the raw body, cut to ``max_bytes``, once per (tenant, connector, body hash)."""
+    """The audit port: the raw body, cut to ``max_bytes``, once per (tenant, connector, body hash), with the
+    data keys of the events it carried, so that erasing one of their customers deletes it (:meth:`forget_shredded`)."""
 
     def __init__(self, pool: asyncpg.Pool, max_bytes: int) -> None:
         self.pool = pool
         self.max_bytes = max_bytes
+        self._swept_to: datetime | None = None
 
-    async def keep(self, tenant: str, connector: str, content_type: str, body: bytes, event_ids: Sequence[str]) -> None:
+    async def keep(self, tenant: str, connector: str, content_type: str, body: bytes, event_ids: Sequence[str],
+                   kids: Sequence[str] = ()) -> None:
         async with UnitOfWork(self.pool) as uow:
             await uow.conn.execute(
                 "INSERT INTO ingestion.raw_payloads (tenant, connector, sha256, content_type, size_bytes, truncated,"
-                " body, event_ids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                " body, event_ids, kids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
                 tenant, connector, hashlib.sha256(body).hexdigest(), _text(content_type)[:200], len(body),
-                len(body) > self.max_bytes, body[: self.max_bytes], [_text(i) for i in event_ids],
+                len(body) > self.max_bytes, body[: self.max_bytes], [_text(i) for i in event_ids], sorted(set(kids)),
             )
             await uow.commit()
+
+    async def forget_shredded(self) -> int:
+        """Delete the payloads that carried an event whose key was shredded since the last call (all of them at
+        the first call). Runs across tenants; returns how many were deleted."""
+        async with UnitOfWork(self.pool) as uow:
+            since = self._swept_to
+            upto = await uow.conn.fetchval("SELECT now()")
+            deleted = await uow.conn.fetchval(
+                "WITH gone AS (DELETE FROM ingestion.raw_payloads r USING ("
+                "   SELECT tenant, array_agg(kid) AS kids FROM platform.shredded_keys"
+                "   WHERE $1::timestamptz IS NULL OR shredded_at >= $1 GROUP BY tenant) s"
+                " WHERE r.tenant = s.tenant AND r.kids && s.kids RETURNING 1) SELECT count(*) FROM gone", since)
+            await uow.commit()
+        # Overlap the next window by a minute: a key shredded in a transaction that committed late is still seen.
+        self._swept_to = upto - timedelta(minutes=1)
+        return deleted
 
 
 class EmailThreads:
