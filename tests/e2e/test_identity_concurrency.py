@@ -11,6 +11,7 @@ import uuid
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared import topics
 from tests.support import checks, kafka_io
 from tests.support.data import Event
 from tests.support.stack import new_stack
@@ -47,12 +48,13 @@ def contested_events(tenant: str, people: int, count: int, seed: int = 5) -> lis
     return out
 
 
-async def group_members(bootstrap: str, group: str) -> int:
+async def group_members(bootstrap: str, group: str, topic: str) -> int:
+    """Members of ``group`` subscribed to ``topic`` (a service process has one member per topic it consumes)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         described = await admin.describe_consumer_groups([group])
-        return sum(len(g[5]) for response in described for g in response.groups)
+        return sum(1 for response in described for g in response.groups for m in g[5] if topic.encode() in m[3])
     finally:
         await admin.close()
 
@@ -70,7 +72,8 @@ async def processed(stack, tenant: str) -> int:
 
 async def test_two_identity_instances_create_no_duplicate_customers(stack, infra):
     async def both_joined():
-        return await group_members(stack.bootstrap_servers, stack.prefix + "touchpoint-identity") == 2
+        return await group_members(stack.bootstrap_servers, stack.prefix + "touchpoint-identity",
+                                   stack.topic(topics.INGESTED.name)) == 2
 
     await kafka_io.wait_for(both_joined, timeout=60, what="two identity members")
     tenant = "race"
