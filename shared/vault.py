@@ -7,8 +7,8 @@ has them: they are *sealed*, encrypted with AES-256-GCM under a data key, and on
 - **Subjects.** A data key belongs to one subject: a tenant and the event's highest-priority identifier (the one
   its partition key is made from). Ingestion asks :meth:`Vault.subject_keys` for the subject's key (created on
   first use) and seals the event; later hops re-seal with the same key. Keys live only in PostgreSQL
-  (``platform.data_keys``), under row-level security like every tenant table. A subject is stored as a SHA-256 digest,
-  and the key id (``kid``) is random, so neither says whose key it is once the key is gone.
+  (``platform.data_keys``), under row-level security like every tenant table. A subject is stored as a SHA-256
+  digest, and the key id (``kid``) is random, so neither says whose key it is once the key is gone.
 - **Owners.** Identity records which customers each key's events were attributed to (``platform.key_owners``, see
   :func:`record_owners`). Erasing a customer (:func:`shred`) deletes every key owned by the customer or one of
   its aliases, in the erasure's transaction. A key shared with another customer (two people whose events were
@@ -16,11 +16,12 @@ has them: they are *sealed*, encrypted with AES-256-GCM under a data key, and on
 - **Wire format.** A sealed event names its key in the CloudEvents extension ``sealkey`` and carries the
   personal fields, removed from ``data``, as ``data.sealed`` = base64url(12-byte nonce + ciphertext of their
   JSON), authenticated with the tenant and key id. :meth:`Vault.open` restores them before validation, so the
-  contracts' models stay as they are; it raises :class:`Shredded` when the key no longer exists, and consumers
-  then skip the event (it belongs to an erased customer), which is also what a replay or a rebuild does.
+  contracts' models stay as they are; it raises :class:`Shredded` when the key was shredded, and consumers
+  then skip the event (it belongs to an erased customer), which is also what a replay or a rebuild does. An
+  event naming a key that never existed is invalid (dead-lettered), not skipped.
 - **Caching.** Readers cache keys (and their absence) for ``cache_seconds``; a process may thus still open an
-  erased customer's events for that long after the erasure. Sealing never uses the cache: a key is looked up
-  for every batch, so nothing new is sealed under a key that was just deleted.
+  erased customer's events for that long after the erasure. Ingestion never seals from the cache: it looks the
+  subject's key up for every batch, so nothing that arrives after an erasure is sealed under a deleted key.
 """
 
 from __future__ import annotations
