@@ -155,9 +155,9 @@ class TimelineProjection:
             gone.update((tenant, c) for c in ids)
 
     async def _owners(self, conn: asyncpg.Connection, entries: list[tuple[str, Entry]]) -> dict:
-        """Each entry's customer now: through aliases (merges), then the split its identifiers fall under (an
-        entry without identifiers stays with the customer, as a split moves only what its identifiers link to),
-        then through aliases again (the customer split off may have been merged since)."""
+        """Each entry's customer now: through aliases (merges), then the latest split its identifiers fall under
+        (an entry without identifiers stays with the customer, as a split moves only what its identifiers link
+        to), then through aliases again (the customer split off may have been merged since)."""
         aliases = await repo.canonical_ids(conn, {(t, e.customer_id) for t, e in entries})
         canonical = {(t, e.customer_id): aliases.get((t, e.customer_id), e.customer_id) for t, e in entries}
         splits = await repo.splits_of(conn, {(t, c) for (t, _), c in canonical.items()})

@@ -109,12 +109,14 @@ async def erase(conn: asyncpg.Connection, tenant: str, ids: list[str]) -> None:
 
 
 async def splits_of(conn: asyncpg.Connection, ids: set[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[set[str], str]]]:
-    """(tenant, customer) → [(detached identifiers, new customer)] for customers that were split."""
+    """(tenant, customer) → [(detached identifiers, new customer)] for customers that were split, the latest
+    split first."""
     if not ids:
         return {}
     rows = await conn.fetch(
         "SELECT s.tenant, s.customer_id, s.identifiers, s.new_customer_id FROM timeline.splits s"
-        " JOIN unnest($1::text[], $2::text[]) AS k(tenant, customer_id) USING (tenant, customer_id)",
+        " JOIN unnest($1::text[], $2::text[]) AS k(tenant, customer_id) USING (tenant, customer_id)"
+        " ORDER BY s.seq DESC",
         *columns(sorted(ids)),
     )
     out: dict[tuple[str, str], list[tuple[set[str], str]]] = {}

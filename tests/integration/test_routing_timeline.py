@@ -308,3 +308,40 @@ async def test_a_split_leaves_routing_entries_with_the_customer_and_an_erasure_r
         assert [tuple(r) for r in await pool.fetch(owners, TENANT)] == [("interaction", new_customer)]
     finally:
         await pool.close()
+
+
+async def test_an_entry_arriving_after_merge_undo_merge_again_and_split_follows_the_latest_split(infra):
+    """Merged, the merge undone (a split back), merged again, then the phone split off into a new customer: a
+    phone-only interaction that arrives only now (a rebuild reading partitions in another order) belongs to the
+    new customer, as it does when it arrived first."""
+    stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
+    pool = await create_pool(stack.database_url, default_scope=ALL_TENANTS)
+    anna, phone_customer, new_customer = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    phone = [{"type": "phone", "value": "+49305550001"}]
+    email = [{"type": "email", "value": "anna@example.com"}]
+
+    def merge() -> tuple:
+        return record(types.CUSTOMERS_MERGED, anna, merge_id=str(uuid.uuid4()), survivor_id=anna,
+                      merged_ids=[phone_customer], rule="manual", linking_identifiers=[])
+
+    changes = [merge(),
+               record(types.CUSTOMER_SPLIT, anna, split_id=str(uuid.uuid4()), customer_id=anna,
+                      new_customer_id=phone_customer, identifiers=phone, reason="undo"),
+               merge(),
+               record(types.CUSTOMER_SPLIT, anna, split_id=str(uuid.uuid4()), customer_id=anna,
+                      new_customer_id=new_customer, identifiers=phone, reason="operator")]
+    interactions = [record(types.INTERACTION_RESOLVED, anna, customer_id=anna, event_id="mail-1", identifiers=email),
+                    record(types.INTERACTION_RESOLVED, phone_customer, customer_id=phone_customer, event_id="call-1",
+                           identifiers=phone)]
+    owners = "SELECT event_id, customer_id FROM timeline.entries WHERE tenant = $1 ORDER BY event_id"
+    try:
+        early = TimelineProjection(pool, RecordingProducer(), "timeline", "customers")
+        await early.process([consumer_record(topics.IDENTITY, r) for r in interactions + changes])
+        first = [tuple(r) for r in await pool.fetch(owners, TENANT)]
+        await pool.execute("DELETE FROM timeline.entries WHERE tenant = $1 AND event_id = 'call-1'", TENANT)
+        await early.process([consumer_record(topics.IDENTITY, interactions[1])])
+        late = [tuple(r) for r in await pool.fetch(owners, TENANT)]
+    finally:
+        await pool.close()
+    assert first == [("call-1", new_customer), ("mail-1", anna)]
+    assert late == first, "arriving after every change, the entry follows the latest split"
