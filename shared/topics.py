@@ -33,7 +33,7 @@ INBOUND = TopicSpec(
     name="touchpoint.inbound.v1",
     partitions=6,
     key="any (upstream's choice); ingestion's HTTP gateway uses source/id",
-    event_types=(t.INTERACTION_OCCURRED,),
+    event_types=(t.INTERACTION_OCCURRED, t.PROFILE_UPDATED),
     producer="upstream",  # upstream systems, directly or through ingestion's HTTP gateway
     consumers=("ingestion",),
     public=True,
@@ -42,7 +42,7 @@ INGESTED = TopicSpec(
     name="touchpoint.ingestion.interactions.v1",
     partitions=6,
     key="tenant/identifier type:value of the highest-priority identifier",
-    event_types=(t.INTERACTION_INGESTED,),
+    event_types=(t.INTERACTION_INGESTED, t.PROFILE_INGESTED),
     producer="ingestion",
     consumers=("identity",),
 )

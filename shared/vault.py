@@ -49,6 +49,8 @@ INTERACTION_FIELDS = ("identifiers", "subject", "text")
 ENTRY_FIELDS = ("subject", "text")
 MERGE_FIELDS = ("linking_identifiers",)   # identity graph changes: sealed under a key of the customer
 SPLIT_FIELDS = ("identifiers",)
+PROFILE_FIELDS = ("identifiers", "given_name", "family_name", "birth_date", "address", "national_id", "email",
+                  "phone")
 
 
 class Shredded(Exception):

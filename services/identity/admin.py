@@ -40,7 +40,8 @@ async def show(pool: asyncpg.Pool, tenant: str, customer_id: str) -> dict:
         aliases = await conn.fetch("SELECT customer_id FROM identity.customers WHERE tenant = $1 AND merged_into = $2"
                                    " ORDER BY customer_id", tenant, canonical)
         merges = await conn.fetch(
-            "SELECT merge_id, merged_ids, rule, linking, trigger_source, trigger_event, merged_at FROM identity.merges"
+            "SELECT merge_id, merged_ids, rule, linking, evidence, trigger_source, trigger_event, merged_at"
+            " FROM identity.merges"
             " WHERE tenant = $1 AND survivor_id = $2 ORDER BY merged_at", tenant, canonical)
     return {
         "customer_id": canonical,
@@ -51,6 +52,7 @@ async def show(pool: asyncpg.Pool, tenant: str, customer_id: str) -> dict:
         "merged_ids": [r["customer_id"] for r in aliases],
         "merges": [{"merge_id": r["merge_id"], "merged_ids": list(r["merged_ids"]), "rule": r["rule"],
                     "linking_identifiers": orjson.loads(r["linking"]),
+                    "match": orjson.loads(r["evidence"]) if r["evidence"] else None,
                     "trigger": {"source": r["trigger_source"], "event_id": r["trigger_event"]},
                     "merged_at": r["merged_at"]} for r in merges],
     }
@@ -129,8 +131,9 @@ async def explain(pool: asyncpg.Pool, tenant: str, customer_id: str) -> dict:
             " WHERE tenant = $1 AND customer_id = ANY($2::text[]) ORDER BY refused_at, id_type, value LIMIT 1000",
             tenant, ids)
         reviews = await conn.fetch(
-            "SELECT review_id, customers, linking, trigger_source, trigger_event, status, created_at, decided_at,"
-            " merge_id FROM identity.reviews WHERE tenant = $1 AND customers && $2::text[] ORDER BY created_at",
+            "SELECT review_id, customers, linking, rule, evidence, trigger_source, trigger_event, status, created_at,"
+            " decided_at, merge_id FROM identity.reviews WHERE tenant = $1 AND customers && $2::text[]"
+            " ORDER BY created_at",
             tenant, ids)
     return {**graph,
             "refused": [{"identifier": {"type": r["id_type"], "value": r["value"]}, "rule": r["rule"],
@@ -140,7 +143,9 @@ async def explain(pool: asyncpg.Pool, tenant: str, customer_id: str) -> dict:
 
 
 def _review(r: Any) -> dict:
-    return {"review_id": r["review_id"], "customers": list(r["customers"]), "linking_identifiers": orjson.loads(r["linking"]),
+    return {"review_id": r["review_id"], "customers": list(r["customers"]), "rule": r["rule"],
+            "match": orjson.loads(r["evidence"]) if r["evidence"] else None,
+            "linking_identifiers": orjson.loads(r["linking"]),
             "trigger": {"source": r["trigger_source"], "event_id": r["trigger_event"]}, "status": r["status"],
             "created_at": r["created_at"], "decided_at": r["decided_at"], "merge_id": r["merge_id"]}
 
@@ -150,8 +155,9 @@ async def reviews(pool: asyncpg.Pool, tenant: str, status: str, limit: int = 100
     event and every identifier each customer holds."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT review_id, customers, linking, trigger_source, trigger_event, status, created_at, decided_at,"
-            " merge_id FROM identity.reviews WHERE tenant = $1 AND status = $2 ORDER BY created_at LIMIT $3",
+            "SELECT review_id, customers, linking, rule, evidence, trigger_source, trigger_event, status, created_at,"
+            " decided_at, merge_id FROM identity.reviews WHERE tenant = $1 AND status = $2 ORDER BY created_at"
+            " LIMIT $3",
             tenant, status, limit)
         held = await conn.fetch(
             "SELECT customer_id, id_type, value, first_seen FROM identity.identifiers"
@@ -295,12 +301,17 @@ async def erase(pool: asyncpg.Pool, tenant: str, customer_id: str, request_id: s
 async def _forget_evidence(conn: asyncpg.Connection, tenant: str, customers: list[str]) -> None:
     """Remove the identifier values the graph's history keeps about ``customers``: what merges linked and held
     (a merge that held them can no longer be undone), refused identifiers, pending reviews' evidence (the review
-    is rejected), split requests, and the identifiers of recorded splits."""
-    await conn.execute("UPDATE identity.merges SET linking = '[]', held = NULL WHERE tenant = $1"
+    is rejected), split requests, the identifiers of recorded splits, and their profiles with blocking keys."""
+    await conn.execute("DELETE FROM identity.profile_blocks b USING identity.profiles p WHERE p.tenant = $1"
+                       " AND p.customer_id = ANY($2::text[]) AND b.tenant = p.tenant AND b.source = p.source"
+                       " AND b.event_id = p.event_id", tenant, customers)
+    await conn.execute("DELETE FROM identity.profiles WHERE tenant = $1 AND customer_id = ANY($2::text[])",
+                       tenant, customers)
+    await conn.execute("UPDATE identity.merges SET linking = '[]', held = NULL, evidence = NULL WHERE tenant = $1"
                        " AND (survivor_id = ANY($2::text[]) OR merged_ids && $2::text[])", tenant, customers)
     await conn.execute("DELETE FROM identity.refusals WHERE tenant = $1 AND customer_id = ANY($2::text[])",
                        tenant, customers)
-    await conn.execute("UPDATE identity.reviews SET linking = '[]', status = CASE WHEN status = 'pending'"
+    await conn.execute("UPDATE identity.reviews SET linking = '[]', evidence = NULL, status = CASE WHEN status = 'pending'"
                        " THEN 'rejected' ELSE status END, decided_at = COALESCE(decided_at, now()),"
                        " decided_by = COALESCE(decided_by, 'erasure') WHERE tenant = $1 AND customers && $2::text[]",
                        tenant, customers)

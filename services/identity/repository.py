@@ -16,6 +16,7 @@ from typing import Iterable
 import asyncpg
 import orjson
 
+from services.identity.fuzzy import StoredProfile, block_keys
 from services.identity.resolver import EventKey, IdKey, Merge, Profile, Refusal, Review
 from shared.db import columns as _columns
 
@@ -135,14 +136,16 @@ async def insert_processed(conn: asyncpg.Connection, assignments: dict[EventKey,
         )
 
 
-async def insert_merges(conn: asyncpg.Connection, merges: list[Merge], rule: str) -> None:
+async def insert_merges(conn: asyncpg.Connection, merges: list[Merge], rule: str | None = None) -> None:
+    """Record merges (the outbox of their events); ``rule`` overrides each merge's own."""
     if merges:
         await conn.executemany(
             "INSERT INTO identity.merges (merge_id, tenant, survivor_id, merged_ids, rule, linking, trigger_source,"
-            " trigger_event, held) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb) ON CONFLICT DO NOTHING",
-            [(m.merge_id, m.tenant, m.survivor_id, m.merged_ids, rule,
+            " trigger_event, held, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb)"
+            " ON CONFLICT DO NOTHING",
+            [(m.merge_id, m.tenant, m.survivor_id, m.merged_ids, rule or m.rule,
               orjson.dumps([{"type": t, "value": v} for _, t, v in m.linking]).decode(), m.trigger[1], m.trigger[2],
-              orjson.dumps(m.held).decode())
+              orjson.dumps(m.held).decode(), orjson.dumps(m.evidence).decode() if m.evidence else None)
              for m in merges],
         )
 
@@ -207,7 +210,48 @@ async def insert_refusals(conn: asyncpg.Connection, refusals: list[Refusal]) -> 
 async def insert_reviews(conn: asyncpg.Connection, reviews: list[Review]) -> None:
     if reviews:
         await conn.executemany(
-            "INSERT INTO identity.reviews (tenant, review_id, customers, linking, trigger_source, trigger_event)"
-            " VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO identity.reviews (tenant, review_id, customers, linking, trigger_source, trigger_event, rule,"
+            " evidence) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8::jsonb) ON CONFLICT DO NOTHING",
             [(r.tenant, r.review_id, r.customers, orjson.dumps([{"type": t, "value": v} for _, t, v in r.linking]).decode(),
-              r.trigger[1], r.trigger[2]) for r in reviews])
+              r.trigger[1], r.trigger[2], r.rule, orjson.dumps(r.evidence).decode() if r.evidence else None)
+             for r in reviews])
+
+
+BLOCK = "\x00profile_block"  # the "identifier type" of a blocking key's advisory lock
+PER_BLOCK = 500
+
+
+async def profile_candidates(conn: asyncpg.Connection, blocks: list[tuple[str, str]]) -> list[StoredProfile]:
+    """Stored profiles sharing one of ``blocks`` ((tenant, blocking key)), with their customer's current id; at
+    most ``PER_BLOCK`` per block (a key that common tells little)."""
+    if not blocks:
+        return []
+    rows = await conn.fetch(
+        "SELECT DISTINCT p.tenant, p.source, p.event_id, COALESCE(c.merged_into, c.customer_id) AS customer_id,"
+        " p.attrs FROM unnest($1::text[], $2::text[]) AS k(tenant, block)"
+        " CROSS JOIN LATERAL (SELECT b.source, b.event_id FROM identity.profile_blocks b"
+        "   WHERE b.tenant = k.tenant AND b.block = k.block ORDER BY b.source, b.event_id LIMIT $3) AS b"
+        " JOIN identity.profiles p ON p.tenant = k.tenant AND p.source = b.source AND p.event_id = b.event_id"
+        " JOIN identity.customers c ON c.tenant = p.tenant AND c.customer_id = p.customer_id"
+        " WHERE c.erased_at IS NULL",
+        *_columns(sorted(blocks)), PER_BLOCK)
+    return [StoredProfile((r["tenant"], r["source"], r["event_id"]), r["customer_id"], orjson.loads(r["attrs"]))
+            for r in rows]
+
+
+async def insert_profiles(conn: asyncpg.Connection, rows: list[tuple[EventKey, str, dict, datetime]]) -> None:
+    """Store profiles (event, customer, attributes, occurred at) and their blocking keys."""
+    if not rows:
+        return
+    await conn.execute(
+        "INSERT INTO identity.profiles (tenant, source, event_id, customer_id, attrs, occurred_at)"
+        " SELECT t, s, e, c, a::jsonb, o FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::timestamptz[]) AS r(t, s, e, c, a, o) ON CONFLICT DO NOTHING",
+        [k[0] for k, *_ in rows], [k[1] for k, *_ in rows], [k[2] for k, *_ in rows], [c for _, c, _, _ in rows],
+        [orjson.dumps(a).decode() for _, _, a, _ in rows], [o for *_, o in rows])
+    blocks = [(k[0], b, k[1], k[2]) for k, _, a, _ in rows for b in sorted(block_keys(a))]
+    if blocks:
+        await conn.execute(
+            "INSERT INTO identity.profile_blocks (tenant, block, source, event_id)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING",
+            *_columns(blocks))

@@ -16,6 +16,11 @@ their tenant's :class:`~services.identity.rules.Rules`:
   goes to the oldest of them and the merge waits in the review queue.
 Unknown identifiers left on the event are then linked to the resolved customer.
 
+A profile's fuzzy matches (``services.identity.fuzzy``) are applied after its identifiers: customers matched at
+or above the merge threshold are merged with the profile's customer (rule ``fuzzy_profile``) unless the merge
+would break a limit or a cap, in which case it is refused and recorded (rule ``fuzzy:<rule broken>``);
+customers matched between the thresholds wait in the review queue with the score as evidence.
+
 The caller holds locks that make this snapshot stable for the duration of its transaction.
 """
 
@@ -29,6 +34,9 @@ from typing import Callable
 from services.identity.rules import DEFAULT_RULES, Rules
 
 NAMESPACE = uuid.UUID("0b4f5a3e-3f7e-4c50-9a53-63a9c2f1f0d7")
+RULE_SHARED_IDENTIFIER = "shared_identifier"
+RULE_FUZZY = "fuzzy_profile"
+RULE_REVIEW_TYPES = "review_types"
 IdKey = tuple[str, str, str]  # tenant, type, value
 EventKey = tuple[str, str, str]  # tenant, source, event id
 
@@ -50,6 +58,8 @@ class Merge:
     trigger: EventKey
     # What each merged-away customer held at the merge ("type:value"), for undoing it.
     held: dict[str, list[str]] = field(default_factory=dict)
+    rule: str = RULE_SHARED_IDENTIFIER
+    evidence: dict | None = None  # a fuzzy merge's scores, per merged customer
 
 
 @dataclass
@@ -93,6 +103,8 @@ class Review:
     customers: list[str]
     linking: list[IdKey]
     trigger: EventKey
+    rule: str = RULE_REVIEW_TYPES
+    evidence: dict | None = None
 
 
 def customer_id_for(event: EventKey) -> str:
@@ -100,9 +112,10 @@ def customer_id_for(event: EventKey) -> str:
     return str(uuid.uuid5(NAMESPACE, f"customer\x00{tenant}\x00{source}\x00{event_id}"))
 
 
-def merge_id_for(event: EventKey, survivor: str) -> str:
+def merge_id_for(event: EventKey, survivor: str, rule: str = RULE_SHARED_IDENTIFIER) -> str:
     tenant, source, event_id = event
-    return str(uuid.uuid5(NAMESPACE, f"merge\x00{tenant}\x00{source}\x00{event_id}\x00{survivor}"))
+    suffix = "" if rule == RULE_SHARED_IDENTIFIER else f"\x00{rule}"
+    return str(uuid.uuid5(NAMESPACE, f"merge\x00{tenant}\x00{source}\x00{event_id}\x00{survivor}{suffix}"))
 
 
 def review_id_for(tenant: str, customers: list[str]) -> str:
@@ -186,8 +199,12 @@ class BatchResolver:
         """The rule that linking ``idents`` would break, if any. A limit or cap counts as broken only when the
         result holds more than the limit *and* more than any one of the customers already held (a customer
         over a limit from before the rule does not lose its events)."""
-        tenant, at = event.key[0], event.occurred_at
-        holders = [self.profiles.get((tenant, c), Profile()) for c in sorted(self._owners_of(tenant, idents))]
+        tenant = event.key[0]
+        return self._breaks(tenant, event.occurred_at, sorted(self._owners_of(tenant, idents)), idents, rules)
+
+    def _breaks(self, tenant: str, at: datetime, customers: list[str], idents: list[IdKey], rules: Rules) -> str | None:
+        """The rule that joining ``customers`` and linking ``idents`` to the result would break, if any."""
+        holders = [self.profiles.get((tenant, c), Profile()) for c in customers]
         combined: dict[IdKey, datetime] = {}
         for p in holders:
             combined.update(p.identifiers)
@@ -227,17 +244,50 @@ class BatchResolver:
         self.plan.new_customers.append((tenant, customer, event.key))
         return customer
 
+    def join_matches(self, event: Incoming, customer: str, merge: dict[str, dict], review: dict[str, dict]) -> str:
+        """Apply a profile's fuzzy matches once its identifiers resolved it to ``customer``: ``merge`` and ``review``
+        map the customers it matched (at or above the merge threshold, resp. between the thresholds) to the score's
+        evidence. Returns the profile's customer afterwards."""
+        tenant = event.key[0]
+        rules = self.rules(tenant)
+        current = self.canonical(tenant, customer)
+        joined, evidence = [current], {}
+        for other, score in sorted(merge.items()):
+            other = self.canonical(tenant, other)
+            if other in joined:
+                continue
+            broken = self._breaks(tenant, event.occurred_at, sorted({*joined, other}), [], rules)
+            if broken is None:
+                joined.append(other)
+                evidence[other] = score
+            else:
+                self.plan.refusals.append(Refusal(event.key, (tenant, "customer", other), f"fuzzy:{broken}", current))
+        if len(joined) > 1:
+            current = self._merge(event, set(joined), [], RULE_FUZZY, evidence)
+        for other, score in sorted(review.items()):
+            other = self.canonical(tenant, other)
+            if other != current:
+                self._propose(event, {current, other}, [], RULE_FUZZY, score)
+        return current
+
     def _hold_for_review(self, event: Incoming, owners: set[str], linking: list[IdKey]) -> str:
         """The event goes to the oldest customer; the merge waits for a person (once per set of customers)."""
         tenant = event.key[0]
         oldest = min(owners, key=lambda c: (self.age[(tenant, c)], c))
-        review_id = review_id_for(tenant, sorted(owners))
-        if review_id not in self.proposed:
-            self.proposed.add(review_id)
-            self.plan.reviews.append(Review(review_id, tenant, sorted(owners), sorted(linking), event.key))
+        self._propose(event, owners, linking, RULE_REVIEW_TYPES, None)
         return oldest
 
-    def _merge(self, event: Incoming, owners: set[str], linking: list[IdKey]) -> str:
+    def _propose(self, event: Incoming, customers: set[str], linking: list[IdKey], rule: str,
+                 evidence: dict | None) -> None:
+        tenant = event.key[0]
+        review_id = review_id_for(tenant, sorted(customers))
+        if review_id not in self.proposed:
+            self.proposed.add(review_id)
+            self.plan.reviews.append(Review(review_id, tenant, sorted(customers), sorted(linking), event.key, rule,
+                                            evidence))
+
+    def _merge(self, event: Incoming, owners: set[str], linking: list[IdKey], rule: str = RULE_SHARED_IDENTIFIER,
+               evidence: dict | None = None) -> str:
         tenant = event.key[0]
         survivor = min(owners, key=lambda c: (self.age[(tenant, c)], c))
         merged = sorted(owners - {survivor})
@@ -254,6 +304,7 @@ class BatchResolver:
             if alias[0] == tenant and target in merged:
                 self.plan.aliases[alias] = survivor
         self.plan.merges.append(
-            Merge(merge_id_for(event.key, survivor), tenant, survivor, merged, linking, event.key, held)
+            Merge(merge_id_for(event.key, survivor, rule), tenant, survivor, merged, linking, event.key, held, rule,
+                  evidence)
         )
         return survivor

@@ -17,6 +17,10 @@
         caps: {merges: 100, identifiers: 1000}
         review:                     # a merge linked only by identifiers of these types waits for a person
           types: [device_id, cookie_id]
+        fuzzy:                      # profiles (name, birth date, address) matched without shared identifiers
+          enabled: true
+          merge_above: 0.95         #   match probability at or above which the customers are merged
+          review_above: 0.5         #   at or above this (and below merge_above) the merge waits for review
 
 Semantics (Segment Unify's, see docs/services/identity.md): blocked values never link and are recorded as
 refused. When linking an event would break a limit or a cap, the lowest-priority identifier of the event is
@@ -31,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from shared.config_file import ConfigError, ModelFile  # noqa: F401 - ConfigError is part of this module's API
 
@@ -89,6 +93,18 @@ class ReviewConfig(_Model):
     types: list[str] = Field(default_factory=lambda: ["device_id", "cookie_id"])
 
 
+class FuzzyConfig(_Model):
+    enabled: bool = True
+    merge_above: float = Field(default=0.95, gt=0, le=1)
+    review_above: float = Field(default=0.5, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FuzzyConfig":
+        if self.review_above > self.merge_above:
+            raise ValueError("fuzzy.review_above must not exceed fuzzy.merge_above")
+        return self
+
+
 def _default_limits() -> dict[str, LimitConfig]:
     return {"user_id": LimitConfig(max=1), "email": LimitConfig(max=5, window="365d"),
             "phone": LimitConfig(max=5, window="365d"), "device_id": LimitConfig(max=5, window="30d"),
@@ -102,6 +118,7 @@ class TenantRulesConfig(_Model):
     blocked: BlockedConfig = Field(default_factory=BlockedConfig)
     caps: CapsConfig = Field(default_factory=CapsConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+    fuzzy: FuzzyConfig = Field(default_factory=FuzzyConfig)
 
 
 class RulesConfig(_Model):
@@ -129,13 +146,17 @@ class Rules:
     max_merges: int = 100
     max_identifiers: int = 1000
     review_types: frozenset[str] = frozenset()
+    # Match probabilities of profiles: merge at or above the first, review at or above the second (None: off).
+    fuzzy_merge_above: float | None = 0.95
+    fuzzy_review_above: float | None = 0.5
 
     @classmethod
     def of(cls, c: TenantRulesConfig) -> "Rules":
         limits = {t: (lim.max, timedelta(seconds=lim.seconds()) if lim.window else None) for t, lim in c.limits.items()}
         return cls(c.version, limits, tuple(c.priority), frozenset(v.lower() for v in c.blocked.exact),
                    tuple(re.compile(p, re.IGNORECASE) for p in c.blocked.patterns), c.caps.merges,
-                   c.caps.identifiers, frozenset(c.review.types))
+                   c.caps.identifiers, frozenset(c.review.types),
+                   c.fuzzy.merge_above if c.fuzzy.enabled else None, c.fuzzy.review_above if c.fuzzy.enabled else None)
 
     def blocked(self, value: str) -> bool:
         v = value.strip().lower()

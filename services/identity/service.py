@@ -7,6 +7,10 @@ Guarantees
   deterministic CloudEvents id; a redelivered event is published again with its customer's *current* id.
 - Merge events are written to ``identity.merges`` in the same transaction (outbox) and published afterwards
   until acknowledged.
+- Profiles (``touchpoint.profile.ingested.v1``, on the same topic) resolve by their identifiers like
+  interactions, then are matched fuzzily against stored profiles sharing a blocking key
+  (``services.identity.fuzzy``); they are stored with their blocking keys in the same transaction, under
+  advisory locks on those keys, so two instances never miss each other's profiles. Profiles are not published.
 - Sealed personal fields (``shared.vault``) are opened to resolve and re-sealed under the same key; the key's
   owner (the customer the event resolved to) is recorded in the same transaction, for erasure. An event whose
   key was shredded belongs to an erased customer and is skipped.
@@ -23,6 +27,7 @@ import asyncpg
 import orjson
 from pydantic import ValidationError
 
+from services.identity import fuzzy
 from services.identity import repository as repo
 from services.identity.resolver import BatchResolver, EventKey, IdKey, Incoming, Plan
 from services.identity.rules import DEFAULT_RULES, Rules
@@ -30,6 +35,7 @@ from shared.cloudevents import CloudEvent, InvalidEvent, from_kafka
 from shared.contracts import types
 from shared.contracts.identity import CustomersMergedV1
 from shared.contracts.interaction import Identifier, InteractionIngestedV1
+from shared.contracts.profile import ProfileIngestedV1
 from shared.db import UnitOfWork
 from shared.kafka import EventProducer, OutboundRecord, dead_letter, event_record
 from shared.telemetry import Step, Steps, end_all
@@ -46,8 +52,10 @@ from shared.vault import (
 )
 
 log = logging.getLogger(__name__)
+Ingested = InteractionIngestedV1 | ProfileIngestedV1
+ACCEPTED: dict[str, type[Ingested]] = {types.INTERACTION_INGESTED: InteractionIngestedV1,
+                                       types.PROFILE_INGESTED: ProfileIngestedV1}
 SOURCE = "touchpoint/identity"
-RULE_SHARED_IDENTIFIER = "shared_identifier"
 NAMESPACE = uuid.UUID("a3d1f2b4-9c7e-4b1a-8e2f-5d6c7b8a9f01")
 MAX_LOCK_ROUNDS = 5
 
@@ -56,8 +64,10 @@ class IdentityService:
     def __init__(self, pool: asyncpg.Pool, producer: EventProducer, output_topic: str, steps: Steps | None = None,
                  on_created: Callable[[int], None] = lambda n: None,
                  on_merged: Callable[[int], None] = lambda n: None,
-                 rules: Callable[[str], Rules] = lambda tenant: DEFAULT_RULES, vault: Vault | None = None) -> None:
+                 rules: Callable[[str], Rules] = lambda tenant: DEFAULT_RULES, vault: Vault | None = None,
+                 model: fuzzy.Model = fuzzy.DEFAULT_MODEL) -> None:
         self.pool = pool
+        self.model = model
         self.vault = vault or Vault(pool)
         self.rules = rules
         self.producer = producer
@@ -75,13 +85,13 @@ class IdentityService:
             if events:
                 assignments = await self._resolve(events, kids)
                 outbound.extend(self._resolved_record(t, i, assignments[k], kids.get(k), steps.get(k))
-                                for k, (t, i) in events.items())
+                                for k, (t, i) in events.items() if isinstance(i, InteractionIngestedV1))
             await self.producer.send_all(outbound)
         finally:
             end_all(steps.values())
         await self.publish_pending_merges()
 
-    def _decode(self, records: Sequence[Any]) -> tuple[list[OutboundRecord], dict[EventKey, tuple[str, InteractionIngestedV1]], dict, dict]:
+    def _decode(self, records: Sequence[Any]) -> tuple[list[OutboundRecord], dict[EventKey, tuple[str, Ingested]], dict, dict]:
         """(dead letters, events, the headers each came with, the data key id each was sealed under)."""
         dead: list[OutboundRecord] = []
         events: dict[EventKey, tuple[str, InteractionIngestedV1]] = {}
@@ -90,9 +100,10 @@ class IdentityService:
         for record in records:
             try:
                 event = self.vault.open(from_kafka(record.value, record.headers))
-                if event.type != types.INTERACTION_INGESTED or not event.tenant:
+                model = ACCEPTED.get(event.type)
+                if model is None or not event.tenant:
                     raise InvalidEvent("unsupported_type", f"{event.type!r} without tenant or not accepted here")
-                interaction = InteractionIngestedV1.model_validate(event.data)
+                interaction = model.model_validate(event.data)
             except Shredded:
                 continue  # its customer was erased
             except (InvalidEvent, ValidationError) as exc:
@@ -105,41 +116,67 @@ class IdentityService:
                 kids.setdefault(key, event.extensions["sealkey"])
         return dead, events, traces, kids
 
-    async def _resolve(self, events: dict[EventKey, tuple[str, InteractionIngestedV1]],
+    async def _resolve(self, events: dict[EventKey, tuple[str, Ingested]],
                        kids: dict[EventKey, str]) -> dict[EventKey, str]:
         incoming = [
             Incoming(key, tuple((tenant, i.type, i.value) for i in it.identifiers), it.occurred_at)
             for key, (tenant, it) in events.items()
         ]
+        attrs = {k: fuzzy.attributes(it.model_dump()) for k, (tenant, it) in events.items()
+                 if isinstance(it, ProfileIngestedV1) and self.rules(tenant).fuzzy_merge_above is not None}
+        blocks = sorted({(k[0], b) for k, a in attrs.items() for b in fuzzy.block_keys(a)})
         async with UnitOfWork(self.pool) as uow:
-            await repo.lock_identifiers(uow.conn, (i for e in incoming for i in e.identifiers))
+            await repo.lock_identifiers(uow.conn, [*(i for e in incoming for i in e.identifiers),
+                                                   *((t, repo.BLOCK, b) for t, b in blocks)])
             done = await repo.processed(uow.conn, list(events))
             todo = [e for e in incoming if e.key not in done]
             if todo:
-                plan = await self._plan(uow.conn, todo)
+                plan = await self._plan(uow.conn, todo, attrs, blocks)
                 await self._write(uow.conn, plan, todo)
+                await repo.insert_profiles(uow.conn, [(e.key, plan.assignments[e.key], attrs[e.key], e.occurred_at)
+                                                      for e in todo if e.key in attrs])
                 await record_owners(uow.conn, ((k[0], kids[k], c) for k, c in plan.assignments.items() if k in kids))
             await uow.commit()
         return {**done, **(plan.assignments if todo else {})}
 
-    async def _plan(self, conn: asyncpg.Connection, todo: list[Incoming]) -> Plan:
+    async def _plan(self, conn: asyncpg.Connection, todo: list[Incoming], attrs: dict[EventKey, dict],
+                    blocks: list[tuple[str, str]]) -> Plan:
+        """Lock what the batch may change (the customers owning its identifiers and those of the stored profiles
+        its profiles may match), then resolve every event against that snapshot."""
         idents = sorted({i for e in todo for i in e.identifiers})
         owners = await repo.owners(conn, idents)
+        stored = await repo.profile_candidates(conn, blocks)
         locked: dict[tuple[str, str], tuple[int, str | None]] = {}
         for _ in range(MAX_LOCK_ROUNDS):
-            wanted = {(i[0], c) for i, c in owners.items()} - set(locked)
-            locked.update(await repo.lock_customers(conn, wanted))
-            if all(locked[(i[0], c)][1] is None for i, c in owners.items()):
+            held = {(i[0], c) for i, c in owners.items()} | {(p.key[0], p.customer) for p in stored}
+            locked.update(await repo.lock_customers(conn, held - set(locked)))
+            if all(locked[k][1] is None for k in held):
                 break
             owners = await repo.owners(conn, idents)  # merged underneath us before we locked: look again
+            stored = await repo.profile_candidates(conn, blocks)
         else:
             raise asyncpg.SerializationError("identity graph kept changing under the batch")
-        held = {(i[0], c) for i, c in owners.items()}
         resolver = BatchResolver(owners, {k: seq for k, (seq, _) in locked.items()}, await repo.profiles(conn, held),
                                  self.rules)
+        candidates = fuzzy.Candidates(stored)
         for event in todo:
-            resolver.resolve(event)
+            customer = resolver.resolve(event)
+            if event.key in attrs:
+                self._match(resolver, candidates, event, customer, attrs[event.key])
         return resolver.finish()
+
+    def _match(self, resolver: BatchResolver, candidates: fuzzy.Candidates, event: Incoming, customer: str,
+               attrs: dict) -> None:
+        """Score a profile against the candidates around it and apply the matches; then it is a candidate too."""
+        tenant = event.key[0]
+        rules = self.rules(tenant)
+        scores = fuzzy.best_by_customer(self.model, attrs, candidates.around(tenant, attrs),
+                                        lambda c: resolver.canonical(tenant, c), resolver.canonical(tenant, customer))
+        merge = {c: s.evidence() for c, s in scores.items() if s.probability >= rules.fuzzy_merge_above}
+        review = {c: s.evidence() for c, s in scores.items()
+                  if rules.fuzzy_review_above <= s.probability < rules.fuzzy_merge_above}
+        customer = resolver.join_matches(event, customer, merge, review) if merge or review else customer
+        candidates.add(fuzzy.StoredProfile(event.key, customer, attrs))
 
     async def _write(self, conn: asyncpg.Connection, plan: Plan, todo: list[Incoming]) -> None:
         occurred = {e.key: e.occurred_at for e in todo}
@@ -152,7 +189,7 @@ class IdentityService:
         await repo.insert_identifiers(conn, plan.new_identifiers, occurred, last_seen)
         await repo.touch_identifiers(conn, {i: last_seen[i] for i in plan.seen_identifiers})
         await repo.insert_processed(conn, plan.assignments)
-        await repo.insert_merges(conn, plan.merges, RULE_SHARED_IDENTIFIER)
+        await repo.insert_merges(conn, plan.merges)
         await repo.insert_refusals(conn, plan.refusals)
         await repo.insert_reviews(conn, plan.reviews)
         self.on_created(len(plan.new_customers))

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from shared.cloudevents import CloudEvent, InvalidEvent
 from shared.contracts import types
 from shared.contracts.interaction import Identifier, InteractionIngestedV1, InteractionOccurredV1
+from shared.contracts.profile import ProfileIngestedV1, ProfileUpdatedV1
 from shared.identifiers import normalise_identifier
 
 # Partition-key preference: the most stable identifier first, so one person's events mostly share a key.
@@ -27,12 +28,19 @@ def validation_summary(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg']}" for e in exc.errors()[:10])
 
 
-def ingest(event: CloudEvent, default_tenant: str, region: str, received_at: datetime) -> tuple[str, InteractionIngestedV1]:
-    """Validate an upstream event; returns (tenant, normalised interaction). Raises InvalidEvent."""
-    if event.type != types.INTERACTION_OCCURRED:
+Ingested = InteractionIngestedV1 | ProfileIngestedV1
+ACCEPTED = (types.INTERACTION_OCCURRED, types.PROFILE_UPDATED)
+
+
+def ingest(event: CloudEvent, default_tenant: str, region: str, received_at: datetime) -> tuple[str, Ingested]:
+    """Validate an upstream event (an interaction or a profile); returns (tenant, its normalised form). Raises
+    InvalidEvent."""
+    if event.type not in ACCEPTED:
         raise InvalidEvent("unsupported_type", f"event type {event.type!r} is not accepted here", event.id)
     if _has_nul(event.data):
         raise InvalidEvent("invalid_data", "text must not contain NUL characters", event.id)
+    if event.type == types.PROFILE_UPDATED:
+        return event.tenant or default_tenant, _profile(event, region, received_at)
     try:
         occurred = InteractionOccurredV1.model_validate(event.data)
     except ValidationError as exc:
@@ -48,6 +56,25 @@ def ingest(event: CloudEvent, default_tenant: str, region: str, received_at: dat
         received_at=received_at,
     )
     return event.tenant or default_tenant, ingested
+
+
+def _profile(event: CloudEvent, region: str, received_at: datetime) -> ProfileIngestedV1:
+    """The profile with normalised identifiers; its ``email`` and ``phone`` are identifiers too (normalised the
+    same way, so they link deterministically before any fuzzy comparison)."""
+    try:
+        updated = ProfileUpdatedV1.model_validate(event.data)
+        extra = [Identifier(type=t, value=v) for t, v in (("email", updated.email), ("phone", updated.phone)) if v]
+        identifiers = list(dict.fromkeys(normalise_identifier(i, region) for i in [*updated.identifiers, *extra]))
+        return ProfileIngestedV1(
+            **updated.model_dump(exclude={"identifiers", "occurred_at"}),
+            identifiers=identifiers[:50],
+            source=event.source,
+            event_id=event.id,
+            occurred_at=updated.occurred_at or event.time or received_at,
+            received_at=received_at,
+        )
+    except ValidationError as exc:
+        raise InvalidEvent("invalid_data", validation_summary(exc), event.id) from None
 
 
 def _has_nul(value: object) -> bool:

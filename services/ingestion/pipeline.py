@@ -24,17 +24,20 @@ from opentelemetry.trace import SpanKind
 
 from services.ingestion import repository
 from services.ingestion.admission import Admission, AdmissionLimits
-from services.ingestion.normalise import ingest, ingested_event_id, key_identifier
+from services.ingestion.normalise import Ingested, ingest, ingested_event_id, key_identifier
 from shared.cloudevents import CloudEvent, InvalidEvent, from_kafka, from_structured, to_kafka_headers, to_structured
 from shared.contracts import types
-from shared.contracts.interaction import InteractionIngestedV1
+from shared.contracts.profile import ProfileIngestedV1
 from shared.db import UnitOfWork
 from shared.kafka import EventProducer, OutboundRecord, dead_letter, event_record
 from shared.telemetry import Step, Steps, end_all
-from shared.vault import INTERACTION_FIELDS, DataKey, Shredded, Vault, seal
+from shared.vault import INTERACTION_FIELDS, PROFILE_FIELDS, DataKey, Shredded, Vault, seal
 
 log = logging.getLogger(__name__)
 SOURCE = "touchpoint/ingestion"
+# The personal fields sealed in each accepted type and its ingested form.
+SEALED_FIELDS = {types.INTERACTION_OCCURRED: INTERACTION_FIELDS, types.INTERACTION_INGESTED: INTERACTION_FIELDS,
+                 types.PROFILE_UPDATED: PROFILE_FIELDS, types.PROFILE_INGESTED: PROFILE_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class IngestionPipeline:
         """Handle one batch from the inbound topic. Idempotent; raises only on transient failures."""
         now = datetime.now(timezone.utc)
         outbound: list[OutboundRecord] = []
-        accepted: dict[tuple[str, str, str], tuple[InteractionIngestedV1, Any]] = {}
+        accepted: dict[tuple[str, str, str], tuple[Ingested, Any]] = {}
         await self.vault.prefetch(records)
         for record in records:
             try:
@@ -83,7 +86,7 @@ class IngestionPipeline:
             seen = await repository.already_seen(uow.conn, list(accepted))
         fresh = [(key, i, h) for key, (i, h) in accepted.items() if key not in seen]
         keys = await self.vault.subject_keys({(key[0], key_identifier(i.identifiers)) for key, i, _ in fresh})
-        steps = [self.steps.start("ingestion.normalise", h, channel=i.channel) for _, i, h in fresh]
+        steps = [self.steps.start("ingestion.normalise", h, channel=getattr(i, "channel", "profile")) for _, i, h in fresh]
         outbound.extend(self._ingested_record(key[0], i, keys[(key[0], key_identifier(i.identifiers))], now, step)
                         for (key, i, _), step in zip(fresh, steps))
         try:
@@ -97,17 +100,18 @@ class IngestionPipeline:
         if len(outbound) > len(fresh):
             log.warning("dead-lettered inbound records", extra={"count": len(outbound) - len(fresh)})
 
-    def _ingested_record(self, tenant: str, interaction: InteractionIngestedV1, key: DataKey, now: datetime,
+    def _ingested_record(self, tenant: str, interaction: Ingested, key: DataKey, now: datetime,
                          step: Step) -> OutboundRecord:
+        event_type = types.PROFILE_INGESTED if isinstance(interaction, ProfileIngestedV1) else types.INTERACTION_INGESTED
         event = CloudEvent(
             id=ingested_event_id(tenant, interaction.source, interaction.event_id),
             source=SOURCE,
-            type=types.INTERACTION_INGESTED,
+            type=event_type,
             time=now,
-            data=interaction.model_dump(mode="json"),
+            data=interaction.model_dump(mode="json", exclude_none=event_type == types.PROFILE_INGESTED),
             extensions={"tenant": tenant},
         )
-        seal(event, tenant, key, INTERACTION_FIELDS)
+        seal(event, tenant, key, SEALED_FIELDS[event_type])
         return event_record(self.ingested_topic, f"{tenant}/{key.kid}", event, step.headers())
 
     # --- HTTP gateway ----------------------------------------------------------------------------------
@@ -174,7 +178,7 @@ class IngestionPipeline:
         return event, key_identifier(interaction.identifiers)
 
     def _inbound_record(self, event: CloudEvent, tenant: str, key: DataKey, step: Step) -> OutboundRecord:
-        seal(event, tenant, key, INTERACTION_FIELDS)
+        seal(event, tenant, key, SEALED_FIELDS[event.type])
         value = orjson.dumps(event.data)
         return OutboundRecord(self.inbound_topic, f"{tenant}/{key.kid}".encode(), value,
                               to_kafka_headers(event) + step.headers())

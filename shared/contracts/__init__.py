@@ -21,6 +21,7 @@ from shared.contracts.interaction import (
 )
 from shared.contracts.notification import NOTIFICATION_MODELS
 from shared.contracts.privacy import PRIVACY_MODELS
+from shared.contracts.profile import PROFILE_MODELS
 from shared.contracts.routing import AGENT_MODELS, CONVERSATION_MODELS, ROUTING_MODELS
 from shared.contracts.timeline import CustomerSnapshotV1, TimelineEntryAddedV1
 
@@ -42,6 +43,7 @@ MODELS: dict[str, type[BaseModel]] = {
     **FEEDBACK_INBOUND_MODELS,
     **FEEDBACK_MODELS,
     **PRIVACY_MODELS,
+    **PROFILE_MODELS,
 }
 
 CONTRACTS_DIR = Path(__file__).parent

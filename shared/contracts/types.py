@@ -9,6 +9,8 @@ CUSTOMER_ERASED = "touchpoint.identity.customer_erased.v1"
 TIMELINE_ENTRY_ADDED = "touchpoint.timeline.entry_added.v1"
 CUSTOMER_SNAPSHOT = "touchpoint.customer.snapshot.v1"
 ERASURE_REQUESTED = "touchpoint.privacy.erasure_requested.v1"
+PROFILE_UPDATED = "touchpoint.profile.updated.v1"
+PROFILE_INGESTED = "touchpoint.profile.ingested.v1"
 
 AGENT_PROFILE_UPDATED = "touchpoint.agent.profile_updated.v1"
 AGENT_PRESENCE_CHANGED = "touchpoint.agent.presence_changed.v1"

@@ -187,3 +187,24 @@ def test_nul_characters_are_refused_not_stored():
     with pytest.raises(InvalidEvent) as exc:
         from_structured({"specversion": "1.0", "id": "a\x00", "source": "crm", "type": "x"})
     assert exc.value.reason == "invalid_attribute"
+
+
+def test_a_profile_is_normalised_and_its_email_and_phone_become_identifiers():
+    data = {"identifiers": [{"type": "account_id", "value": " SHOP-1 "}], "given_name": "Anna",
+            "birth_date": "1984-03-07", "email": "Anna@Example.com", "phone": "030 1234567",
+            "address": {"postcode": "10117"}}
+    tenant, profile = ingest(make_event(data, type_=types.PROFILE_UPDATED), "default", "DE", RECEIVED)
+    assert [(i.type, i.value) for i in profile.identifiers] == [
+        ("account_id", "SHOP-1"), ("email", "anna@example.com"), ("phone", "+49301234567")]
+    assert (profile.given_name, profile.address.postcode, profile.occurred_at) == ("Anna", "10117", EVENT_TIME)
+
+
+@pytest.mark.parametrize("data", [
+    {"identifiers": [], "given_name": "Anna"},
+    {"identifiers": [{"type": "account_id", "value": "1"}], "birth_date": "7.3.1984"},
+    {"identifiers": [{"type": "account_id", "value": "1"}], "address": {"country": "Germany"}},
+])
+def test_an_invalid_profile_is_refused_with_the_field_named(data):
+    with pytest.raises(InvalidEvent) as caught:
+        ingest(make_event(data, type_=types.PROFILE_UPDATED), "default", "DE", RECEIVED)
+    assert caught.value.reason == "invalid_data"
