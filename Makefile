@@ -50,3 +50,9 @@ bench-console: setup
 .PHONY: bench-routing
 bench-routing: setup
 	.venv/bin/python -m bench.routing_sim
+
+# Identity quality on FEBRL 1–4 beside Splink (installs the benchmark extras: bench/requirements.txt).
+.PHONY: bench-identity-quality
+bench-identity-quality: setup
+	.venv/bin/pip install -q -r bench/requirements.txt
+	.venv/bin/python -m bench.identity_quality
