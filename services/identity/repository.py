@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 
 from services.identity.fuzzy import StoredProfile, block_keys
-from services.identity.resolver import EventKey, IdKey, Merge, Profile, Refusal, Review
+from services.identity.resolver import Age, EventKey, IdKey, Merge, Profile, Refusal, Review
 from shared.db import columns as _columns
 
 
@@ -60,26 +60,32 @@ async def owners(conn: asyncpg.Connection, idents: list[IdKey]) -> dict[IdKey, s
     return {(r["tenant"], r["id_type"], r["value"]): r["customer_id"] for r in rows}
 
 
-async def lock_customers(conn: asyncpg.Connection, customers: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str | None]]:
-    """Lock customer rows; returns (tenant, id) → (age rank, merged_into as seen under the lock)."""
+async def lock_customers(conn: asyncpg.Connection, customers: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[Age, str | None]]:
+    """Lock customer rows; returns (tenant, id) → (age, merged_into as seen under the lock). The age is the time of
+    the creating event, then its source and id (customers from before ``born_at`` existed: their row's time)."""
     if not customers:
         return {}
     tenants, ids = zip(*sorted(customers))
     rows = await conn.fetch(
-        "SELECT c.tenant, c.customer_id, c.seq, c.merged_into FROM identity.customers c"
+        "SELECT c.tenant, c.customer_id, COALESCE(c.born_at, c.created_at) AS born, c.created_by_source,"
+        " c.created_by_event, c.merged_into FROM identity.customers c"
         " JOIN unnest($1::text[], $2::text[]) AS k(tenant, customer_id) USING (tenant, customer_id)"
         " ORDER BY c.tenant, c.customer_id FOR UPDATE OF c",
         list(tenants), list(ids),
     )
-    return {(r["tenant"], r["customer_id"]): (r["seq"], r["merged_into"]) for r in rows}
+    return {(r["tenant"], r["customer_id"]): ((r["born"], r["created_by_source"], r["created_by_event"]),
+                                              r["merged_into"]) for r in rows}
 
 
-async def insert_customers(conn: asyncpg.Connection, rows: list[tuple[str, str, EventKey]]) -> None:
+async def insert_customers(conn: asyncpg.Connection, rows: list[tuple[str, str, EventKey]],
+                           born: dict[EventKey, datetime] | None = None) -> None:
+    """Insert customers (tenant, id, creating event); ``born`` maps creating events to their time (else now)."""
     if rows:
+        born = born or {}
         await conn.executemany(
-            "INSERT INTO identity.customers (tenant, customer_id, created_by_source, created_by_event)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            [(t, c, by[1], by[2]) for t, c, by in rows],
+            "INSERT INTO identity.customers (tenant, customer_id, created_by_source, created_by_event, born_at)"
+            " VALUES ($1, $2, $3, $4, COALESCE($5, now())) ON CONFLICT DO NOTHING",
+            [(t, c, by[1], by[2], born.get(by)) for t, c, by in rows],
         )
 
 

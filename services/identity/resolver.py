@@ -10,6 +10,9 @@ their tenant's :class:`~services.identity.rules.Rules`:
   e-mail address of a customer who has another ``user_id`` makes a new customer, not a merge;
 - no known identifier left → a new customer, whose id is derived from the event (a replay derives the same id);
 - identifiers of exactly one customer → that customer;
+- an event older than every customer its identifiers belong to (a customer's age: the time of the event that
+  created it, then that event's source and id) makes a new customer, and they are merged into it — so each
+  customer's id derives from the oldest event of its person, whatever order events were processed in;
 - identifiers of several customers → they are merged into the oldest one (the survivor), rule
   ``shared_identifier``; the others become aliases of the survivor. A merge that some customer would join
   only through identifiers of the rules' review types (a shared tablet's device id) is not applied: the event
@@ -39,6 +42,7 @@ RULE_FUZZY = "fuzzy_profile"
 RULE_REVIEW_TYPES = "review_types"
 IdKey = tuple[str, str, str]  # tenant, type, value
 EventKey = tuple[str, str, str]  # tenant, source, event id
+Age = tuple[datetime, str, str]  # the creating event's time, source and id: lower is older
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,10 @@ class Review:
     evidence: dict | None = None
 
 
+def _age(event: Incoming) -> Age:
+    return (event.occurred_at, event.key[1], event.key[2])
+
+
 def customer_id_for(event: EventKey) -> str:
     tenant, source, event_id = event
     return str(uuid.uuid5(NAMESPACE, f"customer\x00{tenant}\x00{source}\x00{event_id}"))
@@ -129,7 +137,7 @@ class BatchResolver:
     and ``rules`` (tenant → its rules). A review is proposed once per batch and set of customers; its id is
     derived from that set, so the store keeps one (a rejected merge is not asked again)."""
 
-    def __init__(self, owners: dict[IdKey, str], age: dict[tuple[str, str], int],
+    def __init__(self, owners: dict[IdKey, str], age: dict[tuple[str, str], Age],
                  profiles: dict[tuple[str, str], Profile] | None = None,
                  rules: Callable[[str], Rules] = lambda tenant: DEFAULT_RULES) -> None:
         self.owners = dict(owners)
@@ -138,7 +146,6 @@ class BatchResolver:
         self.rules = rules
         self.proposed: set[str] = set()
         self.plan = Plan()
-        self._next_age = max(age.values(), default=0) + 1
 
     def canonical(self, tenant: str, customer_id: str) -> str:
         return self.plan.aliases.get((tenant, customer_id), customer_id)
@@ -153,6 +160,8 @@ class BatchResolver:
             customer = self._hold_for_review(event, owners, linking)
         elif not owners:
             customer = self._create(event)
+        elif _age(event) < min(self.age[(tenant, c)] for c in owners):
+            customer = self._merge(event, {*owners, self._create(event)}, linking)
         elif len(owners) == 1:
             customer = owners.pop()
         else:
@@ -239,8 +248,7 @@ class BatchResolver:
     def _create(self, event: Incoming) -> str:
         tenant = event.key[0]
         customer = customer_id_for(event.key)
-        self.age[(tenant, customer)] = self._next_age
-        self._next_age += 1
+        self.age[(tenant, customer)] = _age(event)
         self.plan.new_customers.append((tenant, customer, event.key))
         return customer
 

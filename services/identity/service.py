@@ -146,7 +146,7 @@ class IdentityService:
         idents = sorted({i for e in todo for i in e.identifiers})
         owners = await repo.owners(conn, idents)
         stored = await repo.profile_candidates(conn, blocks)
-        locked: dict[tuple[str, str], tuple[int, str | None]] = {}
+        locked: dict[tuple[str, str], tuple[repo.Age, str | None]] = {}
         for _ in range(MAX_LOCK_ROUNDS):
             held = {(i[0], c) for i, c in owners.items()} | {(p.key[0], p.customer) for p in stored}
             locked.update(await repo.lock_customers(conn, held - set(locked)))
@@ -156,7 +156,7 @@ class IdentityService:
             stored = await repo.profile_candidates(conn, blocks)
         else:
             raise asyncpg.SerializationError("identity graph kept changing under the batch")
-        resolver = BatchResolver(owners, {k: seq for k, (seq, _) in locked.items()}, await repo.profiles(conn, held),
+        resolver = BatchResolver(owners, {k: age for k, (age, _) in locked.items()}, await repo.profiles(conn, held),
                                  self.rules)
         candidates = fuzzy.Candidates(stored)
         for event in todo:
@@ -184,7 +184,7 @@ class IdentityService:
         for e in todo:
             for i in e.identifiers:
                 last_seen[i] = max(last_seen.get(i, e.occurred_at), e.occurred_at)
-        await repo.insert_customers(conn, plan.new_customers)
+        await repo.insert_customers(conn, plan.new_customers, occurred)
         await repo.apply_aliases(conn, plan.aliases)
         await repo.insert_identifiers(conn, plan.new_identifiers, occurred, last_seen)
         await repo.touch_identifiers(conn, {i: last_seen[i] for i in plan.seen_identifiers})

@@ -1,6 +1,6 @@
 """Fuzzy matching of profiles (services.identity.fuzzy) and how the resolver applies the matches."""
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -12,6 +12,11 @@ pytestmark = pytest.mark.unit
 
 T = "acme"
 WHEN = datetime(2026, 5, 1, tzinfo=timezone.utc)
+
+
+def aged(n: int):
+    """The age of a customer created by an event n seconds after a day before WHEN (lower is older)."""
+    return (WHEN - timedelta(days=1) + timedelta(seconds=n), "crm", f"created-{n}")
 KATHARINA = {"given_name": "Katharina", "family_name": "Müller", "birth_date": "1984-03-07", "national_id": "12 345 678",
              "address": {"house_number": "12", "street": "Lindenstraße", "locality": "Berlin", "postcode": "10117",
                          "region": "BE"}}
@@ -72,7 +77,7 @@ def incoming(event_id: str, *identifiers) -> Incoming:
 
 
 def test_a_match_above_the_threshold_merges_into_the_oldest_with_the_evidence():
-    resolver = BatchResolver(owners={}, age={(T, "old"): 1})
+    resolver = BatchResolver(owners={}, age={(T, "old"): aged(1)})
     event = incoming("e1", (T, "crm_id", "r-2"))
     customer = resolver.resolve(event)
     assert resolver.join_matches(event, customer, {"old": {"probability": 0.999}}, {}) == "old"
@@ -84,7 +89,7 @@ def test_a_match_above_the_threshold_merges_into_the_oldest_with_the_evidence():
 
 
 def test_a_match_between_the_thresholds_waits_for_review():
-    resolver = BatchResolver(owners={}, age={(T, "old"): 1})
+    resolver = BatchResolver(owners={}, age={(T, "old"): aged(1)})
     event = incoming("e1", (T, "crm_id", "r-2"))
     customer = resolver.resolve(event)
     assert resolver.join_matches(event, customer, {}, {"old": {"probability": 0.95}}) == customer
@@ -98,7 +103,7 @@ def test_a_match_between_the_thresholds_waits_for_review():
 def test_a_fuzzy_merge_that_would_join_two_user_ids_is_refused():
     rules = Rules.of(TenantRulesConfig())
     held = Profile({(T, "user_id", "u-1"): WHEN})
-    resolver = BatchResolver(owners={(T, "user_id", "u-1"): "old"}, age={(T, "old"): 1}, profiles={(T, "old"): held},
+    resolver = BatchResolver(owners={(T, "user_id", "u-1"): "old"}, age={(T, "old"): aged(1)}, profiles={(T, "old"): held},
                              rules=lambda t: rules)
     event = incoming("e1", (T, "user_id", "u-2"))
     customer = resolver.resolve(event)

@@ -1,6 +1,8 @@
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.identity.resolver import BatchResolver, Incoming, customer_id_for
 
@@ -8,6 +10,11 @@ pytestmark = pytest.mark.unit
 
 T = "acme"
 WHEN = datetime(2024, 5, 1, tzinfo=timezone.utc)
+
+
+def aged(n: int):
+    """The age of a customer created by an event n seconds after a day before WHEN (lower is older)."""
+    return (WHEN - timedelta(days=1) + timedelta(seconds=n), "crm", f"created-{n}")
 
 
 def email(value: str, tenant: str = T):
@@ -35,7 +42,7 @@ def test_new_identifiers_create_a_customer():
 
 
 def test_known_identifier_resolves_to_its_customer_and_links_new_ones():
-    resolver = BatchResolver(owners={email("a@x.org"): "c-old"}, age={(T, "c-old"): 1})
+    resolver = BatchResolver(owners={email("a@x.org"): "c-old"}, age={(T, "c-old"): aged(1)})
     e1 = event("e1", email("a@x.org"), phone("+491"))
     assert resolver.resolve(e1) == "c-old"
     plan = resolver.finish()
@@ -56,7 +63,7 @@ def test_second_event_in_batch_resolves_to_customer_created_by_first():
 
 def test_identifiers_of_two_customers_merge_into_the_older():
     owners = {email("a@x.org"): "c-young", phone("+491"): "c-old"}
-    resolver = BatchResolver(owners=owners, age={(T, "c-young"): 5, (T, "c-old"): 2})
+    resolver = BatchResolver(owners=owners, age={(T, "c-young"): aged(5), (T, "c-old"): aged(2)})
     e1 = event("e1", email("a@x.org"))
     e2 = event("e2", email("a@x.org"), phone("+491"), email("new@x.org"))
     assert resolver.resolve(e1) == "c-young"
@@ -73,7 +80,7 @@ def test_identifiers_of_two_customers_merge_into_the_older():
 
 
 def test_customer_created_in_batch_is_younger_than_existing_ones():
-    resolver = BatchResolver(owners={phone("+491"): "c-old"}, age={(T, "c-old"): 7})
+    resolver = BatchResolver(owners={phone("+491"): "c-old"}, age={(T, "c-old"): aged(7)})
     e1 = event("e1", email("a@x.org"))
     created = resolver.resolve(e1)
     assert resolver.resolve(event("e2", email("a@x.org"), phone("+491"))) == "c-old"
@@ -85,7 +92,7 @@ def test_customer_created_in_batch_is_younger_than_existing_ones():
 
 def test_merge_chain_points_everything_at_the_final_survivor():
     owners = {email("a@x.org"): "A", email("b@x.org"): "B", email("c@x.org"): "C"}
-    age = {(T, "A"): 3, (T, "B"): 2, (T, "C"): 1}
+    age = {(T, "A"): aged(3), (T, "B"): aged(2), (T, "C"): aged(1)}
     resolver = BatchResolver(owners=owners, age=age)
     e0 = event("e0", email("a@x.org"))
     e1 = event("e1", email("a@x.org"), email("b@x.org"))  # A into B
@@ -104,7 +111,7 @@ def test_merge_chain_points_everything_at_the_final_survivor():
 def test_resolution_is_deterministic():
     def run():
         owners = {email("a@x.org"): "A", email("b@x.org"): "B", phone("+491"): "C"}
-        resolver = BatchResolver(owners=owners, age={(T, "A"): 2, (T, "B"): 2, (T, "C"): 4})
+        resolver = BatchResolver(owners=owners, age={(T, "A"): aged(2), (T, "B"): aged(2), (T, "C"): aged(4)})
         for e in (event("e1", email("n@x.org")),
                   event("e2", email("b@x.org"), phone("+491"), email("a@x.org")),
                   event("e3", email("n@x.org"), phone("+491"))):
@@ -128,6 +135,34 @@ def test_tenants_never_mix():
 
 
 def test_tenant_snapshot_does_not_leak():
-    resolver = BatchResolver(owners={email("a@x.org", tenant="t1"): "c1"}, age={("t1", "c1"): 1})
+    resolver = BatchResolver(owners={email("a@x.org", tenant="t1"): "c1"}, age={("t1", "c1"): aged(1)})
     e2 = event("e2", email("a@x.org", tenant="t2"), tenant="t2")
     assert resolver.resolve(e2) == customer_id_for(e2.key)
+
+
+def test_an_event_older_than_the_customer_it_joins_founds_it_and_the_customer_merges_into_it():
+    resolver = BatchResolver(owners={email("a@x.org"): "c-new"}, age={(T, "c-new"): (WHEN, "crm", "later")})
+    older = Incoming((T, "crm", "earlier"), (email("a@x.org"), phone("+491")), WHEN - timedelta(hours=1))
+    customer = resolver.resolve(older)
+    plan = resolver.finish()
+    assert customer == customer_id_for(older.key)
+    (merge,) = plan.merges
+    assert (merge.survivor_id, merge.merged_ids) == (customer, ["c-new"])
+    assert plan.aliases == {(T, "c-new"): customer}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sets(st.integers(0, 11), min_size=1, max_size=3), min_size=1, max_size=25), st.randoms())
+def test_the_customers_formed_do_not_depend_on_the_order_events_are_processed_in(links, rnd):
+    """Events over a small pool of identifiers (no limits apply to them), processed in two orders: every event
+    ends with the same customer id."""
+    events = [Incoming((T, "crm", f"e{n}"), tuple((T, "account_id", f"acc-{i}") for i in sorted(ids)),
+                       WHEN + timedelta(seconds=rnd.randrange(1000)))
+              for n, ids in enumerate(links)]
+    results = []
+    for order in (events, rnd.sample(events, len(events))):
+        resolver = BatchResolver(owners={}, age={})
+        for event in order:
+            resolver.resolve(event)
+        results.append(resolver.finish().assignments)
+    assert results[0] == results[1]
