@@ -25,7 +25,7 @@ CONFIG = """
 tenants:
   shop:
     version: 1
-    offer_timeout_s: 2
+    offer_timeout_s: 6  # the first offer must time out; the second must still be open when accepted, under load too
     reassign_after_s: 600
     continuity: {window_s: 86400, wait_s: 0}
     sla:
