@@ -84,6 +84,7 @@ async def drain_seconds(bootstrap: str, group: str, topic: str, started: float, 
 
 async def run(args: argparse.Namespace) -> dict:
     infra = harness.start_infra()
+    await harness.configure_pg_statements(infra, args.db_stats)
     stack = await harness.fresh_stack(infra)
     records = events(args.events, args.people)
     source = stack.topic(topics.INGESTED.name)
@@ -91,6 +92,7 @@ async def run(args: argparse.Namespace) -> dict:
         await preload(stack.bootstrap_servers, source, records)
         proc = harness.start_service(stack, "identity")
         await harness.wait_ready([proc], timeout=120)
+        await harness.reset_db_stats(infra, stack, args.db_stats)
         profiler = Profiler({"identity": proc.popen.pid}, args.profile_seconds) if args.profile_seconds else None
         if profiler:
             await profiler.start()
@@ -99,6 +101,9 @@ async def run(args: argparse.Namespace) -> dict:
                                          started, args.timeout)
         if profiler:
             print(await profiler.finish())
+        if args.db_stats:
+            for row in (await harness.db_stats(infra, stack, True))["statements"]:
+                print(f"{row['total_ms']:>10} ms {row['calls']:>7} calls  {row['query'][:150]}")
         proc.terminate()
         customers = await stack.fetchval("SELECT count(*) FROM identity.customers WHERE merged_into IS NULL")
         merges = await stack.fetchval("SELECT count(*) FROM identity.merges")
@@ -148,6 +153,7 @@ def main() -> None:
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--people", type=int, default=30_000)
     p.add_argument("--timeout", type=float, default=900)
+    p.add_argument("--db-stats", action="store_true", help="print the statements that took the most server time")
     p.add_argument("--profile-seconds", type=float, default=0, help="py-spy the identity process for this long")
     args = p.parse_args()
     if args.quick:

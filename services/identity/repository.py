@@ -21,6 +21,13 @@ from services.identity.resolver import Age, EventKey, IdKey, Merge, Profile, Ref
 from shared.db import columns as _columns
 
 
+# Look-ups of a batch's keys go row by row through the primary keys (LATERAL): a join the planner is free to
+# choose scans whole tables when their statistics lag behind fast growth, and prepared statements keep that plan.
+_BY_KEY = (" CROSS JOIN LATERAL (SELECT i.customer_id FROM {table} i WHERE i.tenant = k.tenant AND {key}) AS i"
+           " CROSS JOIN LATERAL (SELECT c.merged_into, c.customer_id FROM identity.customers c"
+           "   WHERE c.tenant = k.tenant AND c.customer_id = i.customer_id) AS c")
+
+
 def lock_key(ident: IdKey) -> int:
     digest = hashlib.blake2b("\x00".join(ident).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
@@ -37,10 +44,9 @@ async def processed(conn: asyncpg.Connection, events: list[EventKey]) -> dict[Ev
     if not events:
         return {}
     rows = await conn.fetch(
-        "SELECT p.tenant, p.source, p.event_id, COALESCE(c.merged_into, c.customer_id) AS customer_id"
-        " FROM identity.processed_events p"
-        " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, source, event_id) USING (tenant, source, event_id)"
-        " JOIN identity.customers c ON c.tenant = p.tenant AND c.customer_id = p.customer_id",
+        "SELECT k.tenant, k.source, k.event_id, COALESCE(c.merged_into, c.customer_id) AS customer_id"
+        " FROM unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, source, event_id)"
+        + _BY_KEY.format(table="identity.processed_events", key="i.source = k.source AND i.event_id = k.event_id"),
         *_columns(events),
     )
     return {(r["tenant"], r["source"], r["event_id"]): r["customer_id"] for r in rows}
@@ -51,10 +57,9 @@ async def owners(conn: asyncpg.Connection, idents: list[IdKey]) -> dict[IdKey, s
     if not idents:
         return {}
     rows = await conn.fetch(
-        "SELECT i.tenant, i.id_type, i.value, COALESCE(c.merged_into, c.customer_id) AS customer_id"
-        " FROM identity.identifiers i"
-        " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, id_type, value) USING (tenant, id_type, value)"
-        " JOIN identity.customers c ON c.tenant = i.tenant AND c.customer_id = i.customer_id",
+        "SELECT k.tenant, k.id_type, k.value, COALESCE(c.merged_into, c.customer_id) AS customer_id"
+        " FROM unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, id_type, value)"
+        + _BY_KEY.format(table="identity.identifiers", key="i.id_type = k.id_type AND i.value = k.value"),
         *_columns(idents),
     )
     return {(r["tenant"], r["id_type"], r["value"]): r["customer_id"] for r in rows}
@@ -96,10 +101,17 @@ async def apply_aliases(conn: asyncpg.Connection, aliases: dict[tuple[str, str],
     tenants = [t for t, _ in aliases]
     merged = [m for _, m in aliases]
     survivors = list(aliases.values())
+    # Two statements rather than one with ``OR``: each then uses an index (the key, resp. merged_into).
     await conn.execute(
         "UPDATE identity.customers c SET merged_into = a.survivor, merged_at = now()"
         " FROM unnest($1::text[], $2::text[], $3::text[]) AS a(tenant, merged, survivor)"
-        " WHERE c.tenant = a.tenant AND (c.customer_id = a.merged OR c.merged_into = a.merged)",
+        " WHERE c.tenant = a.tenant AND c.customer_id = a.merged",
+        tenants, merged, survivors,
+    )
+    await conn.execute(
+        "UPDATE identity.customers c SET merged_into = a.survivor, merged_at = now()"
+        " FROM unnest($1::text[], $2::text[], $3::text[]) AS a(tenant, merged, survivor)"
+        " WHERE c.tenant = a.tenant AND c.merged_into = a.merged",
         tenants, merged, survivors,
     )
     await conn.execute(

@@ -33,7 +33,9 @@ def rules_from(yaml_text: str):
 def resolver_with(customers: dict[str, dict[tuple, datetime]], rules=lambda tenant: DEFAULT_RULES,
                   merges: dict[str, int] | None = None) -> BatchResolver:
     owners = {i: c for c, held in customers.items() for i in held}
-    age = {(T, c): n for n, c in enumerate(customers, start=1)}
+    # Customers created long before any event here, in the order given (the first is the oldest).
+    age = {(T, c): (datetime(2000, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=n), "crm", c)
+           for n, c in enumerate(customers, start=1)}
     profiles = {(T, c): Profile(dict(held), (merges or {}).get(c, 0)) for c, held in customers.items()}
     return BatchResolver(owners, age, profiles, rules)
 
