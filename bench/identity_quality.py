@@ -167,10 +167,11 @@ def markdown(r: dict) -> str:
     ]
     for name in r["datasets"]:
         t, s = tp[name], sp[name]
+        versus = ("not run | -" if sp["threshold"] is None else
+                  f"{s['precision']:.4f} / {s['recall']:.4f} / **{s['f1']:.4f}** | {'yes' if t['f1'] >= s['f1'] else 'NO'}")
         lines.append(f"| {name} | {t['records']:,} | {t['true_pairs']:,} | {t['precision']:.4f} / {t['recall']:.4f} /"
                      f" **{t['f1']:.4f}** | {t['fuzzy_merges']:,} | {t['pending_reviews']} |"
-                     f" {sum(t['rules_broken'].values())} | {s['precision']:.4f} / {s['recall']:.4f} /"
-                     f" **{s['f1']:.4f}** | {'yes' if t['f1'] >= s['f1'] else 'NO'} |")
+                     f" {sum(t['rules_broken'].values())} | {versus} |")
     lines += ["", f"Touchpoint processed {sum(tp[n]['records'] for n in r['datasets']):,} profiles in {tp['seconds']} s"
               f" ({tp['profiles_per_s']:,} profiles/s, from the first publish until the last was resolved)."]
     return "\n".join(lines)
@@ -183,8 +184,7 @@ def main() -> None:
     args = p.parse_args()
     datasets = {name: febrl.load(name) for name in args.datasets}
     touchpoint = asyncio.run(run_touchpoint(datasets))
-    splink = run_splink(datasets) if not args.no_splink else {"threshold": None, **{
-        n: {"precision": 0, "recall": 0, "f1": 0} for n in datasets}}
+    splink = run_splink(datasets) if not args.no_splink else {"threshold": None, **{n: {} for n in datasets}}
     result = {"benchmark": "identity_quality", "quick": args.no_splink or len(datasets) < len(febrl.DATASETS),
               "datasets": list(datasets), "touchpoint": touchpoint, "splink": splink,
               "git": harness.git_info(), "machine": harness.machine(), "at": datetime.now(timezone.utc).isoformat()}

@@ -194,22 +194,21 @@ class Candidates:
     them, and the batch's own as they are added. ``customer_of`` maps a stored customer id to its current one."""
 
     def __init__(self, stored: Iterable[StoredProfile]) -> None:
-        self.by_block: dict[tuple[str, str], list[StoredProfile]] = {}
+        self.by_block: dict[tuple[str, str], dict[tuple[str, str, str], StoredProfile]] = {}
         for profile in stored:
             self.add(profile)
 
     def add(self, profile: StoredProfile) -> None:
+        """Index a profile under its blocking keys (a profile already indexed keeps its first entry)."""
         tenant = profile.key[0]
         for block in block_keys(profile.attrs):
-            bucket = self.by_block.setdefault((tenant, block), [])
-            if all(p.key != profile.key for p in bucket):
-                bucket.append(profile)
+            self.by_block.setdefault((tenant, block), {}).setdefault(profile.key, profile)
 
     def around(self, tenant: str, attrs: Mapping[str, str]) -> list[StoredProfile]:
         seen: dict[tuple[str, str, str], StoredProfile] = {}
         for block in sorted(block_keys(attrs)):
-            for profile in self.by_block.get((tenant, block), ()):
-                seen.setdefault(profile.key, profile)
+            for key, profile in self.by_block.get((tenant, block), {}).items():
+                seen.setdefault(key, profile)
         return list(seen.values())
 
 

@@ -94,7 +94,7 @@ class IdentityService:
     def _decode(self, records: Sequence[Any]) -> tuple[list[OutboundRecord], dict[EventKey, tuple[str, Ingested]], dict, dict]:
         """(dead letters, events, the headers each came with, the data key id each was sealed under)."""
         dead: list[OutboundRecord] = []
-        events: dict[EventKey, tuple[str, InteractionIngestedV1]] = {}
+        events: dict[EventKey, tuple[str, Ingested]] = {}
         traces: dict[EventKey, Any] = {}
         kids: dict[EventKey, str] = {}
         for record in records:
