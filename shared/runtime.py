@@ -20,7 +20,7 @@ import time
 
 import asyncpg
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from faststream.kafka import KafkaBroker
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -141,15 +141,34 @@ def build_service(name: str, settings: ServiceSettings, wire: Wire, title: str,
 
 
 def _add_http_metrics(app: FastAPI, metrics: ServiceMetrics) -> None:
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        metrics.http_requests.labels(template, request.method, str(response.status_code)).inc()
-        metrics.http_seconds.labels(template).observe(time.perf_counter() - started)
-        return response
+    """Count requests and time them per route template (a plain ASGI middleware: Starlette's
+    ``BaseHTTPMiddleware`` runs every request through extra tasks and memory streams)."""
+
+    class CountRequests:
+        def __init__(self, inner: Callable) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+            if scope["type"] != "http":
+                await self.inner(scope, receive, send)
+                return
+            started = time.perf_counter()
+            status = 500
+
+            async def send_status(message: dict) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await self.inner(scope, receive, send_status)
+            finally:
+                template = getattr(scope.get("route"), "path", "unmatched")
+                metrics.http_requests.labels(template, scope["method"], str(status)).inc()
+                metrics.http_seconds.labels(template).observe(time.perf_counter() - started)
+
+    app.add_middleware(CountRequests)
 
 
 def run(name: str, app: FastAPI, settings: ServiceSettings) -> None:

@@ -96,17 +96,19 @@ async def timeline(
     principal: Principal = Depends(read_scope),
 ) -> Response:
     tenant = principal.tenant
-    canonical = await canonical_id(request, tenant, customer_id)
     before = decode_cursor(cursor) if cursor else None
     async with request.app.state.resources.pool.acquire() as conn:
-        rows = await repo.page(conn, tenant, canonical, limit + 1, before, channel, since, until, kind)
+        canonical, rows = await repo.timeline_page(conn, tenant, customer_id, limit + 1, before, channel, since, until,
+                                                   kind)
         if not rows and before is None:
             if not await repo.profiles(conn, [(tenant, canonical)]):
                 raise ApiError(404, "not_found", "no such customer")
     more = len(rows) > limit
     rows = rows[:limit]
-    prefix = f'{{"customer_id":{orjson.dumps(canonical).decode()},"entries":['.encode()
-    body = b",".join(r["payload"].encode()[:-1] + b',"customer_id":' + orjson.dumps(canonical) + b"}" for r in rows)
+    # Stored payloads are entry objects without customer_id: each one's closing brace gives way to it.
+    quoted = orjson.dumps(canonical).decode()
+    close = f',"customer_id":{quoted}}}'
+    body = (close + ",").join(r["payload"][:-1] for r in rows) + close if rows else ""
     next_cursor = encode_cursor(rows[-1]["occurred_at"], rows[-1]["seq"]) if more else None
-    tail = b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
-    return Response(prefix + body + tail, media_type="application/json")
+    text = f'{{"customer_id":{quoted},"entries":[{body}],"next_cursor":{orjson.dumps(next_cursor).decode()}}}'
+    return Response(text.encode(), media_type="application/json")

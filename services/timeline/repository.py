@@ -234,22 +234,51 @@ async def lookup(conn: asyncpg.Connection, tenant: str, id_type: str, value: str
     )
 
 
+# A page of one customer's entries; ``{customer}`` is $2 or an expression naming the customer. Parameters:
+# $1 tenant, $2 customer id, $3/$4 cursor (occurred_at, seq), $5 channels, $6/$7 since/until, $8 limit, $9 kinds.
+_PAGE = (
+    "SELECT entry_id, occurred_at, seq, payload, customer_id FROM timeline.entries"
+    " WHERE tenant = $1 AND customer_id = {customer}"
+    " AND ($3::timestamptz IS NULL OR (occurred_at, seq) < ($3, $4::bigint))"
+    " AND ($5::text[] IS NULL OR channel = ANY($5))"
+    " AND ($6::timestamptz IS NULL OR occurred_at >= $6) AND ($7::timestamptz IS NULL OR occurred_at < $7)"
+    " AND ($9::text[] IS NULL OR split_part(kind, '.', 1) = ANY($9))"
+    " ORDER BY occurred_at DESC, seq DESC LIMIT $8"
+)
+_PAGE_OF_CUSTOMER = _PAGE.format(customer="$2")
+_PAGE_OF_SURVIVOR = _PAGE.format(
+    customer="(SELECT COALESCE(min(survivor_id), $2) FROM timeline.aliases WHERE tenant = $1 AND merged_id = $2)")
+
+
+def _page_args(tenant: str, customer_id: str, limit: int, before: tuple[datetime, int] | None,
+               channels: list[str] | None, since: datetime | None, until: datetime | None,
+               kinds: list[str] | None) -> tuple:
+    return (tenant, customer_id, before[0] if before else None, before[1] if before else None,
+            channels, since, until, limit, kinds)
+
+
 async def page(conn: asyncpg.Connection, tenant: str, customer_id: str, limit: int, before: tuple[datetime, int] | None,
                channels: list[str] | None, since: datetime | None, until: datetime | None,
                kinds: list[str] | None = None) -> list[asyncpg.Record]:
     """Newest first, keyset-paginated on (occurred_at, seq). ``kinds`` are kind groups: ``routing`` matches
     every ``routing.<event>`` kind."""
-    return await conn.fetch(
-        "SELECT entry_id, occurred_at, seq, payload FROM timeline.entries"
-        " WHERE tenant = $1 AND customer_id = $2"
-        " AND ($3::timestamptz IS NULL OR (occurred_at, seq) < ($3, $4::bigint))"
-        " AND ($5::text[] IS NULL OR channel = ANY($5))"
-        " AND ($6::timestamptz IS NULL OR occurred_at >= $6) AND ($7::timestamptz IS NULL OR occurred_at < $7)"
-        " AND ($9::text[] IS NULL OR split_part(kind, '.', 1) = ANY($9))"
-        " ORDER BY occurred_at DESC, seq DESC LIMIT $8",
-        tenant, customer_id, before[0] if before else None, before[1] if before else None,
-        channels, since, until, limit, kinds,
-    )
+    return await conn.fetch(_PAGE_OF_CUSTOMER, *_page_args(tenant, customer_id, limit, before, channels, since, until,
+                                                          kinds))
+
+
+async def timeline_page(conn: asyncpg.Connection, tenant: str, customer_id: str, limit: int,
+                        before: tuple[datetime, int] | None, channels: list[str] | None, since: datetime | None,
+                        until: datetime | None, kinds: list[str] | None = None) -> tuple[str, list[asyncpg.Record]]:
+    """The survivor of ``customer_id`` and its :func:`page`, in one statement when the page is not empty (the
+    HTTP API's hot path: one round trip). The survivor is looked up in a scalar subquery, whose result
+    PostgreSQL passes to the index scan as a parameter; a ``COALESCE`` around it in the outer query is not
+    leakproof, so under row-level security the planner would scan the table instead."""
+    rows = await conn.fetch(_PAGE_OF_SURVIVOR, *_page_args(tenant, customer_id, limit, before, channels, since, until,
+                                                          kinds))
+    if rows:
+        return rows[0]["customer_id"], rows
+    survivor = (await canonical_ids(conn, {(tenant, customer_id)})).get((tenant, customer_id), customer_id)
+    return survivor, rows
 
 
 NOTIFY_CHANNEL = "touchpoint_timeline"
