@@ -126,6 +126,7 @@ class IdentityService:
                  if isinstance(it, ProfileIngestedV1) and self.rules(tenant).fuzzy_merge_above is not None}
         blocks = sorted({(k[0], b) for k, a in attrs.items() for b in fuzzy.block_keys(a)})
         async with UnitOfWork(self.pool) as uow:
+            await repo.probe_by_key(uow.conn)
             await repo.lock_identifiers(uow.conn, [*(i for e in incoming for i in e.identifiers),
                                                    *((t, repo.BLOCK, b) for t, b in blocks)])
             done = await repo.processed(uow.conn, list(events))
