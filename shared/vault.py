@@ -122,6 +122,12 @@ def record_kids(records: Iterable[Any]) -> set[tuple[str, str]]:
     return out
 
 
+# Look-ups of a batch's keys probe the unique index once per key: OFFSET 0 keeps each subquery from being planned
+# as a join, which the planner ran as a scan of every key (row-level security filter included) per batch.
+_PROBE_SUBJECT = (" CROSS JOIN LATERAL (SELECT k.tenant, k.subject, k.kid, k.key FROM platform.data_keys k"
+                  "   WHERE k.tenant = w.tenant AND k.subject = w.subject OFFSET 0) k")
+
+
 class Vault:
     """Data keys: created per subject for sealing, looked up by id (cached) for opening."""
 
@@ -146,17 +152,14 @@ class Vault:
                 " added AS (INSERT INTO platform.data_keys (tenant, subject, kid, key) SELECT * FROM wanted"
                 "   ON CONFLICT (tenant, subject) DO NOTHING RETURNING tenant, subject, kid, key)"
                 " SELECT * FROM added UNION ALL"
-                " SELECT k.tenant, k.subject, k.kid, k.key FROM platform.data_keys k JOIN wanted w"
-                "   ON k.tenant = w.tenant AND k.subject = w.subject",
+                " SELECT k.* FROM wanted w" + _PROBE_SUBJECT,
                 tenants, digests, [secrets.token_urlsafe(16) for _ in wanted],
                 [AESGCM.generate_key(bit_length=256) for _ in wanted])
             found = {(r["tenant"], r["subject"]): DataKey(r["kid"], bytes(r["key"])) for r in rows}
             missing = [(t, d) for t, d in zip(tenants, digests) if (t, d) not in found]
             if missing:  # inserted by a concurrent transaction after this statement's snapshot: read again
                 rows = await conn.fetch(
-                    "SELECT k.tenant, k.subject, k.kid, k.key FROM platform.data_keys k"
-                    " JOIN unnest($1::text[], $2::text[]) AS w(tenant, subject)"
-                    " ON k.tenant = w.tenant AND k.subject = w.subject",
+                    "SELECT k.* FROM unnest($1::text[], $2::text[]) AS w(tenant, subject)" + _PROBE_SUBJECT,
                     [t for t, _ in missing], [d for _, d in missing])
                 found.update({(r["tenant"], r["subject"]): DataKey(r["kid"], bytes(r["key"])) for r in rows})
         out = {}
@@ -174,16 +177,18 @@ class Vault:
             return
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT k.tenant, k.kid, k.key FROM platform.data_keys k"
-                " JOIN unnest($1::text[], $2::text[]) AS w(tenant, kid) ON k.tenant = w.tenant AND k.kid = w.kid",
+                "SELECT k.* FROM unnest($1::text[], $2::text[]) AS w(tenant, kid)"
+                " CROSS JOIN LATERAL (SELECT k.tenant, k.kid, k.key FROM platform.data_keys k"
+                "   WHERE k.tenant = w.tenant AND k.kid = w.kid OFFSET 0) k",
                 [t for t, _ in todo], [k for _, k in todo])
             found: dict[tuple[str, str], DataKey | None] = {
                 (r["tenant"], r["kid"]): DataKey(r["kid"], bytes(r["key"])) for r in rows}
             rest = [k for k in todo if k not in found]
             if rest:
                 gone = await conn.fetch(
-                    "SELECT s.tenant, s.kid FROM platform.shredded_keys s"
-                    " JOIN unnest($1::text[], $2::text[]) AS w(tenant, kid) ON s.tenant = w.tenant AND s.kid = w.kid",
+                    "SELECT s.* FROM unnest($1::text[], $2::text[]) AS w(tenant, kid)"
+                    " CROSS JOIN LATERAL (SELECT s.tenant, s.kid FROM platform.shredded_keys s"
+                    "   WHERE s.tenant = w.tenant AND s.kid = w.kid OFFSET 0) s",
                     [t for t, _ in rest], [k for _, k in rest])
                 found.update({(r["tenant"], r["kid"]): None for r in gone})
         expires = self.clock() + self.cache_seconds

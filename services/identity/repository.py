@@ -31,17 +31,6 @@ _BY_KEY = (" CROSS JOIN LATERAL (SELECT i.customer_id FROM {table} i WHERE i.ten
            "   WHERE c.tenant = k.tenant AND c.customer_id = i.customer_id OFFSET 0) AS c")
 
 
-async def probe_by_key(conn: asyncpg.Connection) -> None:
-    """For the rest of the transaction, plan every join as index probes from the batch's keys (nested loops, no
-    sequential scan, hash or merge join unless nothing else works). Every statement of a batch reaches rows through
-    the keys it carries, so probes are right whatever the table sizes; the planner's own choice depends on
-    statistics that lag far behind a fast-growing table (a new deployment's first minutes: no statistics yet,
-    and the row-level security filter estimated at 1 % of the rows), and it then scanned and sorted whole tables
-    per batch (0.1-2 s each)."""
-    await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off;"
-                       " SET LOCAL enable_mergejoin = off")
-
-
 def lock_key(ident: IdKey) -> int:
     digest = hashlib.blake2b("\x00".join(ident).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)

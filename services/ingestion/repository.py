@@ -13,9 +13,11 @@ async def already_seen(conn: asyncpg.Connection, keys: list[Key]) -> set[Key]:
     if not keys:
         return set()
     rows = await conn.fetch(
-        "SELECT s.tenant, s.source, s.event_id FROM ingestion.seen_events s"
-        " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, source, event_id)"
-        " USING (tenant, source, event_id)",
+        # One primary-key probe per key (OFFSET 0 keeps the subquery from being planned as a join, which the
+        # planner ran as a scan of the whole table, row-level security filter included, per batch).
+        "SELECT k.tenant, k.source, k.event_id FROM unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, source, event_id)"
+        " WHERE EXISTS (SELECT 1 FROM ingestion.seen_events s"
+        "               WHERE s.tenant = k.tenant AND s.source = k.source AND s.event_id = k.event_id OFFSET 0)",
         *_columns(keys),
     )
     return {(r["tenant"], r["source"], r["event_id"]) for r in rows}

@@ -51,7 +51,7 @@ from shared.contracts.identity import CustomerErasedV1, CustomersMergedV1, Custo
 from shared.contracts.interaction import InteractionResolvedV1
 from shared.contracts.notification import NOTIFICATION_MODELS
 from shared.contracts.routing import ROUTING_MODELS
-from shared.db import UnitOfWork
+from shared.db import UnitOfWork, plan_as_probes
 from shared.kafka import EventProducer, OutboundRecord, dead_letter, tombstone
 from shared.vault import ENTRY_FIELDS as ENTRY_SEALED_FIELDS
 from shared.vault import EXTENSION as SEAL_EXTENSION
@@ -91,6 +91,7 @@ class TimelineProjection:
                     steps[item.entry_id(tenant)] = self.steps.start("timeline.append", h)
         try:
             async with UnitOfWork(self.pool) as uow:
+                await plan_as_probes(uow.conn)
                 changes = any(not isinstance(item, Entry) for _, item in items)
                 await repo.lock_tenants(uow.conn, {tenant for tenant, _ in items}, exclusive=changes)
                 changed: set[tuple[str, str]] = set()
@@ -203,6 +204,7 @@ class TimelineProjection:
                        steps: dict) -> None:
         keys = list(dict.fromkeys((t, i.entry_id(t)) for t, i in items if isinstance(i, Entry)))
         async with UnitOfWork(self.pool) as uow:
+            await plan_as_probes(uow.conn)
             pending = await repo.unpublished_entries(uow.conn, keys)
             snapshots = await repo.profiles(uow.conn, sorted(touched))
         await self.vault.load((r["tenant"], r["sealkey"]) for r in pending if r["sealkey"])
@@ -213,6 +215,7 @@ class TimelineProjection:
         await self.producer.send_all(outbound)
         if pending:
             async with UnitOfWork(self.pool) as uow:
+                await plan_as_probes(uow.conn)
                 await repo.mark_published(uow.conn, [(r["tenant"], r["entry_id"]) for r in pending])
                 await uow.commit()
 
