@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -68,35 +67,45 @@ async def create_pool(dsn: str, min_size: int = 1, max_size: int = 4, default_sc
     tools and tests that act for every tenant).
 
     Acquire and release cost no round trip in the common case. The scope is set on acquire only when it differs
-    from the one the connection already carries (remembered per server process id, forgotten when a connection
-    is opened). Release does not run asyncpg's default reset query (``RESET ALL; UNLISTEN *; ...``): asyncpg
-    still rolls back a transaction left open, and pooled connections never hold other session state here (no
-    ``SET``, no ``LISTEN``, no session-level advisory locks: those use their own connections, see
-    :func:`migrate` and the timeline's live updates). Keeping the tenant setting between uses is safe because
-    every acquire sets it again whenever it differs.
+    from the one the connection carries (each :class:`ScopedConnection` remembers its own). Release does not run
+    asyncpg's default reset query (``RESET ALL; UNLISTEN *; ...``): asyncpg still rolls back a transaction left
+    open, and pooled connections never hold other session state here (no ``SET``, no ``LISTEN``, no
+    session-level advisory locks: those use their own connections, see :func:`migrate` and the timeline's live
+    updates). Keeping the tenant setting between uses is safe because every acquire sets it again whenever it
+    differs, outside any transaction. This needs a session per connection: a pooler in transaction mode
+    (pgbouncer ``pool_mode = transaction``) in front of PostgreSQL is not supported.
     """
-    applied: dict[int, str] = {}
-
-    async def forget(conn: asyncpg.Connection) -> None:
-        applied.pop(conn.get_server_pid(), None)
 
     async def apply_scope(conn: asyncpg.Connection) -> None:
         scope = _scope.get() or default_scope or ""
-        pid = conn.get_server_pid()
-        if applied.get(pid) != scope:
-            applied.pop(pid, None)
+        if conn.scope != scope:
+            conn.carry(None)
             await conn.execute(f"SELECT set_config('{TENANTS_SETTING}', $1, false)", scope)
-            applied[pid] = scope
+            conn.carry(scope)
 
     async def keep_session(conn: asyncpg.Connection) -> None:
         """Nothing beyond asyncpg's own rollback of an open transaction (see above)."""
 
     # Custom plans: asyncpg prepares every statement, and PostgreSQL's generic plan for `= ANY($1)` / unnest
     # joins assumes a share of the table and scans it; a custom plan sees the actual arrays and uses the indexes.
-    return await FairPool(dsn, connection_class=asyncpg.Connection, record_class=asyncpg.Record, init_size=None,
+    return await FairPool(dsn, connection_class=ScopedConnection, record_class=asyncpg.Record, init_size=None,
                           min_size=min_size, max_size=max_size, max_queries=50_000, loop=None, connect=None,
-                          setup=apply_scope, init=forget, reset=keep_session, max_inactive_connection_lifetime=300.0,
+                          setup=apply_scope, init=None, reset=keep_session, max_inactive_connection_lifetime=300.0,
                           command_timeout=60, server_settings={"plan_cache_mode": "force_custom_plan"})
+
+
+class ScopedConnection(asyncpg.Connection):
+    """A connection that remembers the tenant scope it carries (None: unknown, set it)."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.scope: str | None = None
+
+    def carry(self, scope: str | None) -> None:
+        """Record the scope now set (a method, so that it can be called through the pool's proxy)."""
+        self.scope = scope
 
 
 class FairPool(asyncpg.Pool):
@@ -104,32 +113,36 @@ class FairPool(asyncpg.Pool):
 
     asyncpg's pool queues waiters on an ``asyncio.Queue``, where a task that asks just as a connection comes back
     takes it ahead of the tasks already waiting, and a waiter that lost goes to the back again. Under load (100
-    HTTP requests for 4 connections) a few requests then wait hundreds of milliseconds while most wait none.
-    A semaphore (FIFO, and never barged past while it has waiters) in front of the queue restores the order.
+    HTTP requests for 4 connections) a few requests then waited hundreds of milliseconds while most waited none.
+    Here only one task at a time waits on that queue: the others wait in line for an ``asyncio.Lock`` (FIFO, and
+    never barged past while it has waiters). Nothing is held beyond the wait, so a connection that is lost or
+    never released cannot leave the line blocked. ``_acquire`` is asyncpg 0.32's, with the line added (hence the
+    pinned asyncpg version).
     """
 
-    def __init__(self, *args, max_size: int, **kwargs) -> None:
-        super().__init__(*args, max_size=max_size, **kwargs)
-        self._turns = asyncio.Semaphore(max_size)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._line = asyncio.Lock()
 
     async def _acquire(self, timeout: float | None) -> asyncpg.Connection:
-        started = time.monotonic()
-        if timeout is None:
-            await self._turns.acquire()
-        else:
-            await asyncio.wait_for(self._turns.acquire(), timeout)
-            timeout = max(0.001, timeout - (time.monotonic() - started))
-        try:
-            return await super()._acquire(timeout)
-        except BaseException:
-            self._turns.release()
-            raise
+        async def acquire_in_turn() -> asyncpg.Connection:
+            async with self._line:
+                holder = await self._queue.get()
+            try:
+                proxy = await holder.acquire()
+            except (Exception, asyncio.CancelledError):
+                self._queue.put_nowait(holder)
+                self._schedule_min_size_maintenance()
+                raise
+            holder._timeout = timeout
+            return proxy
 
-    async def release(self, connection: asyncpg.Connection, *, timeout: float | None = None) -> None:
-        try:
-            await super().release(connection, timeout=timeout)
-        finally:
-            self._turns.release()
+        if self._closing:
+            raise asyncpg.InterfaceError("pool is closing")
+        self._check_init()
+        if timeout is None:
+            return await acquire_in_turn()
+        return await asyncio.wait_for(acquire_in_turn(), timeout)
 
 
 async def connect(dsn: str, scope: str | Iterable[str]) -> asyncpg.Connection:

@@ -141,32 +141,38 @@ def build_service(name: str, settings: ServiceSettings, wire: Wire, title: str,
 
 
 def _add_http_metrics(app: FastAPI, metrics: ServiceMetrics) -> None:
-    """Count requests and time them per route template (a plain ASGI middleware: Starlette's
-    ``BaseHTTPMiddleware`` runs every request through extra tasks and memory streams)."""
+    """Count requests and time them per route template, up to the start of the response (so that a stream of
+    server-sent events counts its time to first byte, not its life). A plain ASGI middleware: Starlette's
+    ``BaseHTTPMiddleware`` runs every request through extra tasks and memory streams."""
 
     class CountRequests:
-        def __init__(self, inner: Callable) -> None:
-            self.inner = inner
+        def __init__(self, app: Callable) -> None:
+            self.app = app
 
         async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
             if scope["type"] != "http":
-                await self.inner(scope, receive, send)
+                await self.app(scope, receive, send)
                 return
             started = time.perf_counter()
-            status = 500
+            counted = False
 
-            async def send_status(message: dict) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
-
-            try:
-                await self.inner(scope, receive, send_status)
-            finally:
+            def count(status: int) -> None:
+                nonlocal counted
+                counted = True
                 template = getattr(scope.get("route"), "path", "unmatched")
                 metrics.http_requests.labels(template, scope["method"], str(status)).inc()
                 metrics.http_seconds.labels(template).observe(time.perf_counter() - started)
+
+            async def send_counted(message: dict) -> None:
+                if message["type"] == "http.response.start" and not counted:
+                    count(message["status"])
+                await send(message)
+
+            try:
+                await self.app(scope, receive, send_counted)
+            finally:
+                if not counted:
+                    count(500)
 
     app.add_middleware(CountRequests)
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from services.routing import repository as repo
 from services.routing.domain.desk import Desk, DeskError
 from services.routing.domain.model import Conversation
+from services.routing.domain.queueing import Waiting, positions
 from services.routing.domain.sla import SlaClocks
 from services.routing.service import Op, conversation_activity
 from shared.auth import Principal, key_from_headers
@@ -137,16 +138,24 @@ async def queues(request: Request, principal: Principal = Depends(read_scope)) -
     async with request.app.state.resources.pool.acquire() as conn:
         items = await repo.open_overview(conn, principal.tenant)
         presence = await repo.agent_count(conn, principal.tenant)
-    now = request.app.state.service.clock.now()
+    service = request.app.state.service
+    now = service.clock.now()
+    # Positions in the serving order now: the ones announced to customers are throttled beyond the first few
+    # places, so a conversation ranked ahead later (another partition's older arrival) would leave them stale.
+    ageing_s = service.config_source.current().tenant(principal.tenant).ageing_s
+    queued = [c for c in items if c.status == "queued"]
+    current = positions([Waiting(c.conversation_id, c.queue or "general", c.priority, c.queued_at or c.opened_at)
+                         for c in queued], now, ageing_s)
     out: dict[str, dict] = {}
-    for c in sorted((c for c in items if c.status == "queued"), key=lambda c: (c.queue or "", c.position or 10**9)):
+    for c in sorted(queued, key=lambda c: (c.queue or "", current[c.conversation_id])):
         q = out.setdefault(c.queue or "general", {"queue": c.queue or "general", "waiting": 0, "oldest_wait_s": 0.0,
                                                    "conversations": []})
         q["waiting"] += 1
         waited = (now - c.queued_at).total_seconds() if c.queued_at else 0.0
         q["oldest_wait_s"] = max(q["oldest_wait_s"], round(waited, 1))
         q["conversations"].append({"conversation_id": c.conversation_id, "customer_id": c.customer_id,
-                                   "channel": c.channel, "priority": c.priority, "position": c.position,
+                                   "channel": c.channel, "priority": c.priority,
+                                   "position": current[c.conversation_id],
                                    "eta_s": c.eta_s, "waited_s": round(waited, 1)})
     return {"queues": list(out.values()), "agents": presence,
             "handling": {s: sum(1 for c in items if c.status == s) for s in ("offered", "assigned", "waiting")}}

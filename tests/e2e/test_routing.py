@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import orjson
@@ -67,8 +67,9 @@ def agent_event(tenant: str, event_type: str, data: dict) -> tuple:
     return r.key, r.value, r.headers
 
 
-def resolved_interaction(tenant: str, customer: str, channel: str = "chat", tags: list[str] | None = None) -> tuple:
-    now = datetime.now(timezone.utc)
+def resolved_interaction(tenant: str, customer: str, channel: str = "chat", tags: list[str] | None = None,
+                         occurred_at: datetime | None = None) -> tuple:
+    now = occurred_at or datetime.now(timezone.utc)
     data = {"channel": channel, "direction": "inbound", "identifiers": [{"type": "email", "value": f"{customer}@example.com"}],
             "tags": tags or [], "source": "test/web", "event_id": str(uuid.uuid4()), "occurred_at": now.isoformat(),
             "received_at": now.isoformat(), "customer_id": customer, "text": "hello"}
@@ -164,6 +165,29 @@ async def test_conversation_is_routed_by_skill_times_out_and_lands_on_the_timeli
                  "routing.conversation_assigned", "routing.conversation_resolved"):
         assert kinds[kind] >= 1, kind
     assert kinds["routing.conversation_offered"] == 2
+
+
+async def test_the_queue_overview_numbers_conversations_in_serving_order_after_an_older_one_arrives_late(routing_stack):
+    """Customers hear their position only every minute beyond 10th place; supervisors see it as it is now."""
+    stack, tenant = routing_stack, "lateq"
+    customers = [f"late-{n}" for n in range(15)]
+    await kafka_io.publish(stack.bootstrap_servers, stack.topic("touchpoint.identity.v1"),
+                           [resolved_interaction(tenant, c) for c in customers])
+    key = await stack.api_key(tenant, ["read"])
+    async with httpx.AsyncClient(base_url=stack.processes["routing"].url, timeout=10,
+                                 headers={"Authorization": f"Bearer {key}"}) as client:
+        async def waiting(n: int):
+            queues = (await client.get("/v1/queues")).json()["queues"]
+            return queues[0]["conversations"] if queues and queues[0]["waiting"] == n else None
+
+        await kafka_io.wait_for(lambda: waiting(15), timeout=60, what="15 queued conversations")
+        older = datetime.now(timezone.utc) - timedelta(minutes=5)
+        await kafka_io.publish(stack.bootstrap_servers, stack.topic("touchpoint.identity.v1"),
+                               [resolved_interaction(tenant, "late-early-bird", occurred_at=older)])
+        listed = await kafka_io.wait_for(lambda: waiting(16), timeout=60, what="the late, older conversation queued")
+    assert [c["position"] for c in listed] == list(range(1, 17))
+    assert listed[0]["customer_id"] == "late-early-bird"
+    assert [c["customer_id"] for c in listed[1:]] == customers
 
 
 async def test_sla_timers_survive_kill_9_and_fire_exactly_once(routing_stack):

@@ -42,6 +42,18 @@ async def test_waiters_get_the_connection_in_the_order_they_asked_even_when_othe
     assert served[:5] == [f"waiter-{i}" for i in range(5)], served
 
 
+async def test_a_connection_lost_while_held_and_never_released_does_not_block_the_others(infra):
+    stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
+    pool = await create_pool(stack.database_url, min_size=1, max_size=1)
+    try:
+        lost = await pool.acquire()
+        lost.terminate()  # its holder goes back to the pool on close; nobody calls release
+        async with pool.acquire(timeout=10) as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await pool.close()
+
+
 async def test_a_connection_always_carries_the_scope_of_the_task_holding_it(infra):
     stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
     pool = await create_pool(stack.database_url, min_size=1, max_size=1)
