@@ -132,11 +132,15 @@ class Vault:
     """Data keys: created per subject for sealing, looked up by id (cached) for opening."""
 
     def __init__(self, pool: asyncpg.Pool, cache_seconds: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, cache_limit: int = 100_000) -> None:
         self.pool = pool
         self.cache_seconds = cache_seconds
         self.clock = clock
         self._cache: dict[tuple[str, str], tuple[DataKey | None, float]] = {}  # None: shredded
+        # Expired entries are dropped whenever the cache outgrows this (at least twice the entries left after the
+        # last pruning, so pruning costs O(1) per entry), by every path that adds to it.
+        self._cache_limit = cache_limit
+        self._prune_above = cache_limit
 
     async def subject_keys(self, subjects: Iterable[tuple[str, str]]) -> dict[tuple[str, str], DataKey]:
         """The key of each (tenant, subject), created when missing. One round trip; never cached."""
@@ -194,8 +198,7 @@ class Vault:
         expires = self.clock() + self.cache_seconds
         for k in todo:
             self._cache[k] = (found.get(k, UNKNOWN), expires)
-        if len(self._cache) > 100_000:
-            self._cache = {k: v for k, v in self._cache.items() if v[1] >= now}
+        self._prune()
 
     async def prefetch(self, records: Iterable[Any]) -> None:
         """Load the keys a batch of binary-mode records names, so that :meth:`open` needs no round trip."""
@@ -228,6 +231,17 @@ class Vault:
 
     def _remember(self, tenant: str, key: DataKey) -> None:
         self._cache[(tenant, key.kid)] = (key, self.clock() + self.cache_seconds)
+        self._prune()
+
+    def _prune(self) -> None:
+        if len(self._cache) > self._prune_above:
+            now = self.clock()
+            self._cache = {k: v for k, v in self._cache.items() if v[1] >= now}
+            self._prune_above = max(self._cache_limit, 2 * len(self._cache))
+
+    def cached(self) -> int:
+        """How many keys (and shredded key ids) are cached."""
+        return len(self._cache)
 
 
 async def record_owners(conn: asyncpg.Connection, rows: Iterable[tuple[str, str, str]]) -> None:
