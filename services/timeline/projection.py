@@ -14,8 +14,8 @@ Guarantees
   later under a merged-away id is stored under the survivor. The topics are consumed concurrently, so a
   batch holds its tenants' advisory locks: shared while it only stores entries, exclusive when it applies an
   identity change, so that a merge never misses an entry being stored under a merged-away id.
-- Entries are published to ``touchpoint.timeline.v1`` after the commit and flagged as published once Kafka
-  acknowledged them; a crash in between republishes them with the same CloudEvents id (consumers de-duplicate
+- Entries are published to ``touchpoint.timeline.v1`` after the commit, from an outbox row written with the entry
+  and deleted once Kafka acknowledged them; a crash in between republishes them with the same CloudEvents id (consumers de-duplicate
   on it). Snapshots of every touched customer go to the compacted ``touchpoint.customers.v1``, with a
   tombstone for each merged-away id.
 - An interaction's personal fields are published sealed under the data key its event was sealed under
@@ -97,8 +97,11 @@ class TimelineProjection:
                 changed: set[tuple[str, str]] = set()
                 touched, gone = await self._apply(uow.conn, items, changed)
                 await repo.notify_changed(uow.conn, (changed | touched) - gone)
+                keys = list(dict.fromkeys((t, i.entry_id(t)) for t, i in items if isinstance(i, Entry)))
+                pending = await repo.unpublished_entries(uow.conn, keys)
+                snapshots = await repo.profiles(uow.conn, sorted(touched))
                 await uow.commit()
-            await self._publish(dead, items, touched, gone, steps)
+            await self._publish(dead, keys, pending, snapshots, gone, steps)
         finally:
             end_all(steps.values())
 
@@ -200,23 +203,20 @@ class TimelineProjection:
         await repo.upsert_identifiers(conn, [(t, ty, v, c) for (t, ty, v), c in sorted(idents.items())])
         return {(r["tenant"], r["customer_id"]) for r in contacts} | {(t, c) for (t, _, _), c in idents.items()}
 
-    async def _publish(self, dead: list[OutboundRecord], items: list[tuple[str, Any]], touched: set, gone: set,
-                       steps: dict) -> None:
-        keys = list(dict.fromkeys((t, i.entry_id(t)) for t, i in items if isinstance(i, Entry)))
-        async with UnitOfWork(self.pool) as uow:
-            await plan_as_probes(uow.conn)
-            pending = await repo.unpublished_entries(uow.conn, keys)
-            snapshots = await repo.profiles(uow.conn, sorted(touched))
+    async def _publish(self, dead: list[OutboundRecord], keys: list[tuple[str, str]], pending: list, snapshots: list,
+                       gone: set, steps: dict) -> None:
+        """Publish the batch's dead letters, its entries still in the outbox and the snapshots of the customers it
+        touched (read in the batch's transaction), then empty the outbox of the batch's entries."""
         await self.vault.load((r["tenant"], r["sealkey"]) for r in pending if r["sealkey"])
         outbound = list(dead)
         outbound.extend(filter(None, (self._entry_record(r, steps.get(r["entry_id"])) for r in pending)))
         outbound.extend(self._snapshot_record(r) for r in snapshots)
         outbound.extend(tombstone(self.customers_topic, m, t) for t, m in sorted(gone))
         await self.producer.send_all(outbound)
-        if pending:
+        if keys:  # every key of the batch: one stored by this batch and erased since left no entry to join
             async with UnitOfWork(self.pool) as uow:
                 await plan_as_probes(uow.conn)
-                await repo.mark_published(uow.conn, [(r["tenant"], r["entry_id"]) for r in pending])
+                await repo.mark_published(uow.conn, keys)
                 await uow.commit()
 
     def _entry_record(self, row: Any, step: Step | None = None) -> OutboundRecord | None:

@@ -23,7 +23,7 @@ from shared import topics
 from shared.db import ALL_TENANTS, create_pool
 from shared.ops import partitions
 
-TABLES = ("entries", "aliases", "applied_merges", "customers", "identifiers", "splits")
+TABLES = ("entries", "outbox", "aliases", "applied_merges", "customers", "identifiers", "splits")
 # Identity first: entries replayed after every merge and split land on their final owner directly.
 REPLAYED = (topics.IDENTITY, topics.ROUTING, topics.NOTIFICATIONS, topics.FEEDBACK)
 

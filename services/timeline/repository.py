@@ -150,32 +150,37 @@ async def refold_profile(conn: asyncpg.Connection, tenant: str, customer: str) -
 
 
 async def insert_entries(conn: asyncpg.Connection, rows: list[EntryRow]) -> list[asyncpg.Record]:
-    """Insert entries not stored yet; returns the ones inserted now (tenant, customer_id, occurred_at, channel,
-    kind)."""
+    """Insert entries not stored yet, each with its row in the outbox (until :func:`mark_published`); returns
+    the ones inserted now (tenant, customer_id, occurred_at, channel, kind)."""
     if not rows:
         return []
     return await conn.fetch(
-        "INSERT INTO timeline.entries (tenant, entry_id, customer_id, occurred_at, kind, channel, source, event_id,"
-        " payload, identifiers, sealkey)"
+        "WITH inserted AS (INSERT INTO timeline.entries (tenant, entry_id, customer_id, occurred_at, kind, channel,"
+        " source, event_id, payload, identifiers, sealkey)"
         " SELECT t, e, c, o, k, ch, s, ev, p, string_to_array(i, chr(31)), sk FROM unnest($1::text[], $2::text[],"
         " $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],"
         " $11::text[]) AS u(t, e, c, o, k, ch, s, ev, p, i, sk)"
-        " ON CONFLICT DO NOTHING RETURNING tenant, customer_id, occurred_at, channel, kind",
+        " ON CONFLICT DO NOTHING RETURNING tenant, entry_id, customer_id, occurred_at, channel, kind),"
+        " boxed AS (INSERT INTO timeline.outbox (tenant, entry_id) SELECT tenant, entry_id FROM inserted)"
+        " SELECT tenant, customer_id, occurred_at, channel, kind FROM inserted",
         *columns([(*r[:9], "\x1f".join(r[9]), r[10] if len(r) > 10 else None) for r in rows]),
     )
 
 
 async def add_to_profiles(conn: asyncpg.Connection, rows: list[tuple[str, str, datetime, datetime, int, list[str]]]) -> None:
-    """Fold per-customer aggregates of new entries into the profiles (one row per customer per call)."""
+    """Fold per-customer aggregates of new entries into the profiles, in one statement (one row per customer
+    per call: a statement may not update a row twice)."""
     if rows:
-        await conn.executemany(
+        await conn.execute(
             "INSERT INTO timeline.customers (tenant, customer_id, first_contact_at, last_contact_at, entry_count, channels)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, customer_id) DO UPDATE SET"
+            " SELECT t, c, f, l, n, string_to_array(ch, chr(31)) FROM unnest($1::text[], $2::text[], $3::timestamptz[],"
+            " $4::timestamptz[], $5::bigint[], $6::text[]) AS u(t, c, f, l, n, ch)"
+            " ON CONFLICT (tenant, customer_id) DO UPDATE SET"
             " first_contact_at = least(timeline.customers.first_contact_at, excluded.first_contact_at),"
             " last_contact_at = greatest(timeline.customers.last_contact_at, excluded.last_contact_at),"
             " entry_count = timeline.customers.entry_count + excluded.entry_count,"
             " channels = ARRAY(SELECT DISTINCT unnest(timeline.customers.channels || excluded.channels) ORDER BY 1)",
-            rows,
+            *columns([(*r[:5], "\x1f".join(r[5])) for r in sorted(rows)]),  # one lock order across batches
         )
 
 
@@ -191,22 +196,24 @@ async def upsert_identifiers(conn: asyncpg.Connection, rows: list[tuple[str, str
 
 
 async def unpublished_entries(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> list[asyncpg.Record]:
+    """Those of these entries still in the outbox, in timeline order."""
     if not keys:
         return []
     return await conn.fetch(
-        "SELECT e.tenant, e.entry_id, e.customer_id, e.payload, e.sealkey FROM timeline.entries e"
-        " JOIN unnest($1::text[], $2::text[]) AS k(tenant, entry_id) USING (tenant, entry_id)"
-        " WHERE NOT e.published ORDER BY e.occurred_at, e.seq",
+        "SELECT e.tenant, e.entry_id, e.customer_id, e.payload, e.sealkey"
+        " FROM unnest($1::text[], $2::text[]) AS k(tenant, entry_id)"
+        " JOIN timeline.outbox o USING (tenant, entry_id) JOIN timeline.entries e USING (tenant, entry_id)"
+        " ORDER BY e.occurred_at, e.seq",
         *columns(keys),
     )
 
 
 async def mark_published(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> None:
+    """Take these entries out of the outbox (Kafka acknowledged them, or they are not published at all)."""
     if keys:
         await conn.execute(
-            "UPDATE timeline.entries e SET published = true"
-            " FROM unnest($1::text[], $2::text[]) AS k(tenant, entry_id)"
-            " WHERE e.tenant = k.tenant AND e.entry_id = k.entry_id",
+            "DELETE FROM timeline.outbox o USING unnest($1::text[], $2::text[]) AS k(tenant, entry_id)"
+            " WHERE o.tenant = k.tenant AND o.entry_id = k.entry_id",
             *columns(keys),
         )
 

@@ -345,3 +345,42 @@ async def test_an_entry_arriving_after_merge_undo_merge_again_and_split_follows_
         await pool.close()
     assert first == [("call-1", new_customer), ("mail-1", anna)]
     assert late == first, "arriving after every change, the entry follows the latest split"
+
+
+class UnacknowledgingProducer(RecordingProducer):
+    """Kafka does not acknowledge the first ``failures`` publishes (a broker outage mid-batch)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def send_all(self, records) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("no acknowledgement from the brokers")
+        await super().send_all(records)
+
+
+async def test_an_entry_whose_publish_was_not_acknowledged_waits_in_the_outbox_and_is_published_once_on_redelivery(infra):
+    stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
+    pool = await create_pool(stack.database_url, default_scope=ALL_TENANTS)
+    customer = str(uuid.uuid4())
+    producer = UnacknowledgingProducer(failures=1)
+    projection = TimelineProjection(pool, producer, "timeline", "customers")
+    batch = [consumer_record(topics.ROUTING, record(types.ROUTING_CONVERSATION_ASSIGNED, customer, customer_id=customer)),
+             consumer_record(topics.ROUTING, record(types.ROUTING_CONVERSATION_RESOLVED, customer, customer_id=customer))]
+    waiting = "SELECT count(*) FROM timeline.outbox WHERE tenant = $1"
+    try:
+        with pytest.raises(ConnectionError):
+            await projection.process(batch)
+        assert await pool.fetchval("SELECT count(*) FROM timeline.entries WHERE tenant = $1", TENANT) == 2
+        assert (await pool.fetchval(waiting, TENANT), producer.to("timeline")) == (2, [])
+
+        await projection.process(batch)  # the offsets did not move: Kafka delivers the batch again
+        published = [dict(r.headers)["ce_id"] for r in producer.to("timeline")]
+        assert len(published) == 2 and await pool.fetchval(waiting, TENANT) == 0
+
+        await projection.process(batch)  # once more (a rebalance before the offset commit)
+        assert [dict(r.headers)["ce_id"] for r in producer.to("timeline")] == published, "published once"
+    finally:
+        await pool.close()
