@@ -24,10 +24,19 @@ ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = ROOT / "tests" / "artifacts" / "logs"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and not handed out before by this test process: the kernel may give a port it just
+    released to the next caller, and two services of one stack then race for it (one fails to bind)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @dataclass
