@@ -32,8 +32,7 @@ async def _positions(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, gro
     committed = await admin.list_consumer_group_offsets(group)
     parts = await partitions(consumer, topic)
     end = await consumer.end_offsets(parts) if parts else {}
-    return [(tp.partition, committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0, end[tp])
-            for tp in parts]
+    return [(tp.partition, _offset(committed, tp), end[tp]) for tp in parts]
 
 
 async def lag(bootstrap: str, prefix: str = "") -> list[dict]:
@@ -62,7 +61,12 @@ async def lag(bootstrap: str, prefix: str = "") -> list[dict]:
 
 class LagProbe:
     """Long-lived clients that answer "how far behind is the furthest consumer group?" (ingestion's
-    back-pressure asks every few seconds). Groups not present in the cluster are skipped."""
+    back-pressure asks every few seconds). Groups not present in the cluster are skipped.
+
+    A probe costs one group listing, one committed-offsets request per group present and one end-offsets request
+    for all their partitions. Partition counts come from the client's metadata, which tracks only the
+    subscribed topics (refreshed when one is missing, and by the client every ``metadata_max_age_ms``): forcing a
+    refresh per probe made the client fetch and parse the metadata of every topic in the cluster, per group."""
 
     def __init__(self, bootstrap: str, prefix: str = "") -> None:
         self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
@@ -75,20 +79,33 @@ class LagProbe:
         if not self._started:
             await self._admin.start()
             await self._consumer.start()
+            await self._consumer._client.set_topics({t for _, t in self._groups})  # noqa: SLF001 - no subscription
             self._started = True
         existing = {g[0] for g in await self._admin.list_consumer_groups()}
+        present = [(group, topic) for group, topic in self._groups if group in existing]
+        parts = await self._partitions({topic for _, topic in present})
+        every = [tp for tps in parts.values() for tp in tps]
+        end = await self._consumer.end_offsets(every) if every else {}
         worst = 0
-        for group, topic in self._groups:
-            if group not in existing:
-                continue
-            positions = await _positions(self._admin, self._consumer, group, topic)
-            worst = max(worst, sum(end - done for _, done, end in positions))
+        for group, topic in present:
+            committed = await self._admin.list_consumer_group_offsets(group)
+            worst = max(worst, sum(end[tp] - _offset(committed, tp) for tp in parts[topic]))
         return worst
+
+    async def _partitions(self, topics: set[str]) -> dict[str, list[TopicPartition]]:
+        if any(self._consumer.partitions_for_topic(t) is None for t in topics):
+            await self._consumer._client.force_metadata_update()  # noqa: SLF001 - a topic created since
+        return {t: [TopicPartition(t, p) for p in sorted(self._consumer.partitions_for_topic(t) or ())] for t in topics}
 
     async def stop(self) -> None:
         if self._started:
             await self._consumer.stop()
             await self._admin.close()
+
+
+def _offset(committed: dict, tp: TopicPartition) -> int:
+    """The committed offset of a partition; nothing committed counts as 0."""
+    return committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
 
 
 async def read_to_end(bootstrap: str, topic: str, group_id: str | None = None) -> AsyncIterator:

@@ -137,10 +137,13 @@ class Vault:
         self.cache_seconds = cache_seconds
         self.clock = clock
         self._cache: dict[tuple[str, str], tuple[DataKey | None, float]] = {}  # None: shredded
-        # Expired entries are dropped whenever the cache outgrows this (at least twice the entries left after the
-        # last pruning, so pruning costs O(1) per entry), by every path that adds to it.
+        # Expired entries are dropped once per cache period, and whenever the cache outgrows its limit (at least
+        # twice the entries left after the last pruning, so pruning costs O(1) per entry), by every path that
+        # adds to it: the cache holds about the keys of the last one or two periods, not every key met since the
+        # limit was last reached.
         self._cache_limit = cache_limit
         self._prune_above = cache_limit
+        self._next_prune = clock() + cache_seconds
 
     async def subject_keys(self, subjects: Iterable[tuple[str, str]]) -> dict[tuple[str, str], DataKey]:
         """The key of each (tenant, subject), created when missing. One round trip; never cached."""
@@ -234,10 +237,12 @@ class Vault:
         self._prune()
 
     def _prune(self) -> None:
-        if len(self._cache) > self._prune_above:
-            now = self.clock()
-            self._cache = {k: v for k, v in self._cache.items() if v[1] >= now}
-            self._prune_above = max(self._cache_limit, 2 * len(self._cache))
+        now = self.clock()
+        if now < self._next_prune and len(self._cache) <= self._prune_above:
+            return
+        self._cache = {k: v for k, v in self._cache.items() if v[1] >= now}
+        self._prune_above = max(self._cache_limit, 2 * len(self._cache))
+        self._next_prune = now + self.cache_seconds
 
     def cached(self) -> int:
         """How many keys (and shredded key ids) are cached."""

@@ -86,12 +86,13 @@ start() {
     -Dlog4j2.configurationFile="$dir/log4j2.yaml" kafka.Kafka "$dir/server.properties" \
     >"$run_dir/logs/kafka.log" 2>&1 &
   echo $! > "$pidfile"
-  for _ in $(seq 1 120); do
+  # A broker stopped uncleanly recovers its logs before it listens: minutes with gigabytes of data.
+  for _ in $(seq 1 360); do
     if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then echo "kafka: up on 127.0.0.1:$port"; return; fi
     is_running || { echo "kafka: exited, see $run_dir/logs/kafka.log"; tail -20 "$run_dir/logs/kafka.log"; exit 1; }
     sleep 0.5
   done
-  echo "kafka: did not open 127.0.0.1:$port in 60 s"; exit 1
+  echo "kafka: did not open 127.0.0.1:$port in 180 s (pid $(cat "$pidfile") still starting, see $run_dir/logs/kafka.log)"; exit 1
 }
 
 stop() {

@@ -1,5 +1,6 @@
 """The vault's key cache stays bounded however many subjects a process meets (real PostgreSQL): expired keys are
-dropped as new ones are remembered, not only when keys are loaded for opening."""
+dropped as new ones are remembered, not only when keys are loaded for opening, and once per cache period even
+below the size limit."""
 
 from __future__ import annotations
 
@@ -12,21 +13,39 @@ from tests.support.stack import new_stack
 pytestmark = pytest.mark.integration
 
 
-async def test_the_key_cache_drops_expired_keys_as_sealing_meets_new_subjects(infra):
+@pytest.fixture
+async def pool(infra):
     stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
     pool = await create_pool(stack.database_url, default_scope=ALL_TENANTS)
+    yield pool
+    await pool.close()
+
+
+async def test_the_key_cache_drops_expired_keys_as_sealing_meets_new_subjects(pool):
     now = [0.0]
     vault = Vault(pool, cache_seconds=30, clock=lambda: now[0], cache_limit=100)
-    try:
-        sizes = []
-        for round_ in range(10):
-            keys = await vault.subject_keys({("t", f"email:p{round_}-{n}@example.org") for n in range(150)})
-            sizes.append(vault.cached())
-            now[0] += 31  # everything remembered so far has expired
-        last = next(iter(keys.values()))
-        now[0] -= 31
-        assert vault.key("t", last.kid) == last, "the keys of the latest batch are still at hand"
-    finally:
-        await pool.close()
+    sizes = []
+    for round_ in range(10):
+        keys = await vault.subject_keys({("t", f"email:p{round_}-{n}@example.org") for n in range(150)})
+        sizes.append(vault.cached())
+        now[0] += 31  # everything remembered so far has expired
+    last = next(iter(keys.values()))
+    now[0] -= 31
+    assert vault.key("t", last.kid) == last, "the keys of the latest batch are still at hand"
     assert max(sizes) <= 2 * 150 + 100, sizes  # 1,500 subjects met; without pruning the cache would hold them all
     assert sizes[-1] < 1500
+
+
+async def test_below_its_limit_the_key_cache_holds_about_the_keys_of_the_last_two_periods(pool):
+    """A process that meets fewer subjects than the limit must not keep every key until it reaches the limit
+    (a soak grew the timeline's memory that way, minute after minute)."""
+    now = [0.0]
+    vault = Vault(pool, cache_seconds=30, clock=lambda: now[0], cache_limit=100_000)
+    sizes = []
+    for second in range(0, 300, 5):  # 40 new subjects every 5 s for 5 minutes: 2,400 in all
+        now[0] = float(second)
+        await vault.subject_keys({("t", f"email:s{second}-{n}@example.org") for n in range(40)})
+        sizes.append(vault.cached())
+    live = 40 * 30 // 5  # the keys of one period
+    assert max(sizes) <= 2 * live + 40, sizes
+    assert sizes[-1] >= 40, "the keys just met are kept"
