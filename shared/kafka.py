@@ -118,9 +118,13 @@ class EventProducer:
 
 
 def dead_letter(record, reason: str, error: BaseException | str) -> OutboundRecord:
-    """The record as it was, to ``<topic>.dlq``, with origin and error in Kafka-Connect-style headers."""
+    """The record as it was, to ``<topic>.dlq``, with origin and error in Kafka-Connect-style headers.
+
+    Logged with its origin and reason code only: an error message may quote the record's personal data."""
     exc_class = type(error).__name__ if isinstance(error, BaseException) else "InvalidEvent"
     message = _error_text(error)[:2000]
+    log.warning("record dead-lettered", extra={"topic": record.topic, "partition": record.partition,
+                                                "offset": record.offset, "reason": reason, "error_class": exc_class})
     headers = list(record.headers or ()) + [
         ("__connect.errors.topic", record.topic.encode()),
         ("__connect.errors.partition", str(record.partition).encode()),

@@ -177,9 +177,13 @@ class Vault:
         return out
 
     async def load(self, kids: Iterable[tuple[str, str]]) -> None:
-        """Fetch the keys (tenant, kid) not cached, in one query; absent ones are remembered as shredded."""
+        """Fetch the keys (tenant, kid) not cached, in one query; absent ones are remembered as shredded.
+
+        Every key asked for is at hand for :meth:`key` and :meth:`open` when this returns, until the caller next
+        awaits (another task's call may then prune it): open what needs it before awaiting anything else."""
         now = self.clock()
-        todo = sorted({k for k in kids if k not in self._cache or self._cache[k][1] < now})
+        wanted = set(kids)
+        todo = sorted({k for k in wanted if k not in self._cache or self._cache[k][1] < now})
         if not todo:
             return
         async with self.pool.acquire() as conn:
@@ -201,7 +205,7 @@ class Vault:
         expires = self.clock() + self.cache_seconds
         for k in todo:
             self._cache[k] = (found.get(k, UNKNOWN), expires)
-        self._prune()
+        self._prune(keep=wanted)  # a wanted key found fresh before the query may have expired during it
 
     async def prefetch(self, records: Iterable[Any]) -> None:
         """Load the keys a batch of binary-mode records names, so that :meth:`open` needs no round trip."""
@@ -236,11 +240,12 @@ class Vault:
         self._cache[(tenant, key.kid)] = (key, self.clock() + self.cache_seconds)
         self._prune()
 
-    def _prune(self) -> None:
+    def _prune(self, keep: set[tuple[str, str]] = frozenset()) -> None:
+        """Drop expired entries except ``keep`` (the keys a caller has just been promised)."""
         now = self.clock()
         if now < self._next_prune and len(self._cache) <= self._prune_above:
             return
-        self._cache = {k: v for k, v in self._cache.items() if v[1] >= now}
+        self._cache = {k: v for k, v in self._cache.items() if v[1] >= now or k in keep}
         self._prune_above = max(self._cache_limit, 2 * len(self._cache))
         self._next_prune = now + self.cache_seconds
 

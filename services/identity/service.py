@@ -79,12 +79,12 @@ class IdentityService:
     async def process(self, records: Sequence[Any]) -> None:
         """Handle one batch from the ingested-interactions topic. Idempotent; raises only transient errors."""
         await self.vault.prefetch(records)
-        outbound, events, traces, kids = self._decode(records)
+        outbound, events, traces, keys = self._decode(records)
         steps = {k: self.steps.start("identity.resolve", traces[k]) for k in events} if self.steps.enabled else {}
         try:
             if events:
-                assignments = await self._resolve(events, kids)
-                outbound.extend(self._resolved_record(t, i, assignments[k], kids.get(k), steps.get(k))
+                assignments = await self._resolve(events, {k: key.kid for k, key in keys.items()})
+                outbound.extend(self._resolved_record(t, i, assignments[k], keys.get(k), steps.get(k))
                                 for k, (t, i) in events.items() if isinstance(i, InteractionIngestedV1))
             await self.producer.send_all(outbound)
         finally:
@@ -92,11 +92,14 @@ class IdentityService:
         await self.publish_pending_merges()
 
     def _decode(self, records: Sequence[Any]) -> tuple[list[OutboundRecord], dict[EventKey, tuple[str, Ingested]], dict, dict]:
-        """(dead letters, events, the headers each came with, the data key id each was sealed under)."""
+        """(dead letters, events, the headers each came with, the data key each was sealed under).
+
+        The keys are taken here, right after the batch's prefetch: the cache may drop them while the batch awaits
+        the database."""
         dead: list[OutboundRecord] = []
         events: dict[EventKey, tuple[str, Ingested]] = {}
         traces: dict[EventKey, Any] = {}
-        kids: dict[EventKey, str] = {}
+        keys: dict[EventKey, DataKey] = {}
         for record in records:
             try:
                 event = self.vault.open(from_kafka(record.value, record.headers))
@@ -112,9 +115,9 @@ class IdentityService:
             key = (event.tenant, interaction.source, interaction.event_id)
             events.setdefault(key, (event.tenant, interaction))
             traces.setdefault(key, record.headers)
-            if "sealkey" in event.extensions:
-                kids.setdefault(key, event.extensions["sealkey"])
-        return dead, events, traces, kids
+            if "sealkey" in event.extensions and key not in keys:
+                keys[key] = self.vault.key(event.tenant, event.extensions["sealkey"])
+        return dead, events, traces, keys
 
     async def _resolve(self, events: dict[EventKey, tuple[str, Ingested]],
                        kids: dict[EventKey, str]) -> dict[EventKey, str]:
@@ -198,8 +201,8 @@ class IdentityService:
         self.on_created(len(plan.new_customers))
         self.on_merged(sum(len(m.merged_ids) for m in plan.merges))
 
-    def _resolved_record(self, tenant: str, interaction: InteractionIngestedV1, customer_id: str, kid: str | None,
-                         step: Step | None) -> OutboundRecord:
+    def _resolved_record(self, tenant: str, interaction: InteractionIngestedV1, customer_id: str,
+                         key: DataKey | None, step: Step | None) -> OutboundRecord:
         data = interaction.model_dump(mode="json")
         data["customer_id"] = customer_id
         event = CloudEvent(
@@ -207,7 +210,6 @@ class IdentityService:
             source=SOURCE, type=types.INTERACTION_RESOLVED, time=datetime.now(timezone.utc), data=data,
             extensions={"tenant": tenant},
         )
-        key = self.vault.key(tenant, kid) if kid else None
         if key is not None:
             seal(event, tenant, key, INTERACTION_FIELDS)
         return event_record(self.output_topic, customer_id, event, step.headers() if step else None)

@@ -49,3 +49,33 @@ async def test_below_its_limit_the_key_cache_holds_about_the_keys_of_the_last_tw
     live = 40 * 30 // 5  # the keys of one period
     assert max(sizes) <= 2 * live + 40, sizes
     assert sizes[-1] >= 40, "the keys just met are kept"
+
+
+class SteppingClock:
+    """A clock that reads ``now`` once more, then ``then``: time passes while the vault awaits its query."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.then: float | None = None
+
+    def __call__(self) -> float:
+        t = self.now
+        if self.then is not None:
+            self.now, self.then = self.then, None
+        return t
+
+
+async def test_a_key_fresh_when_asked_for_is_at_hand_after_the_load_even_if_it_expired_during_the_query(pool):
+    """A batch's prefetch finds one key cached and loads another; the pruning after the query must not drop the
+    first, or the batch's records sealed under it look sealed under a key that does not exist (dead letters)."""
+    clock = SteppingClock()
+    vault = Vault(pool, cache_seconds=30, clock=clock)
+    cached = next(iter((await vault.subject_keys({("t", "email:cached@example.org")})).values()))
+    other = Vault(pool, cache_seconds=30)
+    unknown = next(iter((await other.subject_keys({("t", "email:unknown@example.org")})).values()))
+
+    clock.now, clock.then = 29.9, 30.5  # `cached` expires at 30: fresh when asked for, expired after the query
+    await vault.load([("t", cached.kid), ("t", unknown.kid)])
+
+    assert vault.key("t", cached.kid) == cached
+    assert vault.key("t", unknown.kid) == unknown
