@@ -36,6 +36,11 @@ class ServiceMetrics:
                                      ["route", "method", "status"], registry=r)
         self.http_seconds = Histogram("touchpoint_http_request_duration_seconds", "HTTP request latency", ["route"],
                                       buckets=SECONDS_BUCKETS, registry=r)
+        self.gc_pause = Counter("touchpoint_gc_pause_seconds", "Time spent in garbage collections", ["generation"],
+                                registry=r)
+
+    def record_gc_pause(self, generation: int, seconds: float) -> None:
+        self.gc_pause.labels(str(generation)).inc(seconds)
 
     def counter(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
         """A business counter of one service (e.g. ``touchpoint_customers_merged_total``)."""

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.auth import ApiKeyVerifier
 from shared.consumer import BatchProcessor, make_broker, subscribe_batches
 from shared.db import ALL_TENANTS, create_pool, tenant_scope
+from shared import gcpolicy
 from shared.deadletters import DeadLetterCeiling
 from shared.httpapi import add_health_routes, install_error_handlers
 from shared.kafka import EventProducer
@@ -103,6 +104,7 @@ def build_service(name: str, settings: ServiceSettings, wire: Wire, title: str,
         with tenant_scope(ALL_TENANTS):  # background jobs (schedulers, relays) serve every tenant
             tasks = [asyncio.create_task(loop(), name=getattr(loop, "__name__", "background"))
                      for loop in resources.background]
+        gcpolicy.settle(settings.gc_young_threshold, metrics.record_gc_pause)
         log.info("service started", extra={"port": settings.port})
         try:
             yield

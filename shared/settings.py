@@ -43,6 +43,9 @@ class ServiceSettings(BaseSettings):
     # Requests per second per API key (token bucket per process; a burst of api_rate_burst); 0 = no limit.
     api_rate_per_second: float = 500.0
     api_rate_burst: float = 1000.0
+    # Garbage collector: young-generation threshold once the service has started (shared/gcpolicy.py);
+    # 0 keeps the interpreter's default (700).
+    gc_young_threshold: int = 20_000
 
     def group(self, group_id: str) -> str:
         """The consumer group id of ``group_id`` in this deployment's namespace."""
