@@ -27,7 +27,11 @@ unix_socket_directories = '$dir'
 max_connections = 200
 shared_buffers = 256MB
 wal_level = logical
-max_wal_size = 2GB
+# Fewer checkpoints under load (2 GB of WAL filled in about 2 minutes at 1,400 events/s): after each one, the
+# first change to every page writes the whole page to the WAL again.
+max_wal_size = 8GB
+checkpoint_timeout = 15min
+wal_compression = lz4
 CONF
   fi
   if as_owner "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
