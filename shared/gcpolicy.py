@@ -41,12 +41,14 @@ def settle(young_threshold: int = DEFAULT_YOUNG_THRESHOLD,
            record: Callable[[int, float], None] | None = None) -> None:
     """Freeze what the process holds after start-up and apply ``young_threshold``; time collections from now on.
 
-    Call once, after start-up (everything allocated before is then never scanned again). Idempotent enough to be
-    called again: a second call freezes what has been allocated since and installs no second clock."""
+    Call once, after start-up (everything allocated before is then never scanned again). A second call (several
+    apps in one process, as in tests) freezes what has been allocated since and replaces the clock: pauses are
+    then recorded by the latest ``record`` only, never twice."""
     gc.collect()
     gc.freeze()
     if young_threshold > 0:
         _, older, oldest = gc.get_threshold()
         gc.set_threshold(young_threshold, older, oldest)
-    if record is not None and not any(isinstance(c, PauseClock) for c in gc.callbacks):
+    if record is not None:
+        gc.callbacks[:] = [c for c in gc.callbacks if not isinstance(c, PauseClock)]
         gc.callbacks.append(PauseClock(record))
