@@ -170,10 +170,12 @@ class Vault:
                     [t for t, _ in missing], [d for _, d in missing])
                 found.update({(r["tenant"], r["subject"]): DataKey(r["kid"], bytes(r["key"])) for r in rows})
         out = {}
+        expires = self.clock() + self.cache_seconds
         for (tenant, subject), digest in zip(wanted, digests):
             key = found[(tenant, digest)]
             out[(tenant, subject)] = key
-            self._remember(tenant, key)
+            self._cache[(tenant, key.kid)] = (key, expires)
+        self._prune()
         return out
 
     async def load(self, kids: Iterable[tuple[str, str]]) -> None:
@@ -235,10 +237,6 @@ class Vault:
             raise Shredded(event.id)
         event.data = unseal(event.data, event.tenant, key)
         return event
-
-    def _remember(self, tenant: str, key: DataKey) -> None:
-        self._cache[(tenant, key.kid)] = (key, self.clock() + self.cache_seconds)
-        self._prune()
 
     def _prune(self, keep: set[tuple[str, str]] = frozenset()) -> None:
         """Drop expired entries except ``keep`` (the keys a caller has just been promised)."""
