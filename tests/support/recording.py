@@ -41,8 +41,8 @@ class MemoryVault(Vault):
         for tenant, subject in set(subjects):
             if (tenant, subject) not in self.keys:
                 self.keys[(tenant, subject)] = DataKey(secrets.token_urlsafe(16), AESGCM.generate_key(bit_length=256))
-            out[(tenant, subject)] = self.keys[(tenant, subject)]
-            self._remember(tenant, out[(tenant, subject)])
+            out[(tenant, subject)] = key = self.keys[(tenant, subject)]
+            self._cache[(tenant, key.kid)] = (key, float("inf"))
         return out
 
     async def load(self, kids: Iterable[tuple[str, str]]) -> None:
