@@ -182,6 +182,7 @@ def _add_http_metrics(app: FastAPI, metrics: ServiceMetrics) -> None:
 def run(name: str, app: FastAPI, settings: ServiceSettings) -> None:
     configure_logging(name, settings.log_level)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                                          timeout_keep_alive=settings.http_keep_alive_seconds,
                                           timeout_graceful_shutdown=20))
     app.state.server = server
     server.run()

@@ -28,6 +28,10 @@ class ServiceSettings(BaseSettings):
     default_phone_region: str = "DE"
     host: str = "127.0.0.1"
     port: int = 8000
+    # Idle keep-alive connections are closed after this many seconds: longer than clients keep theirs (httpx 5 s,
+    # load balancers 60 s, Go 90 s). A server that closes first races a client reusing the connection, and the
+    # request then in flight fails with a connection reset instead of an answer.
+    http_keep_alive_seconds: int = 120
     log_level: str = "INFO"
     # Batch consumption: records per poll and how long an empty poll waits.
     batch_max_records: int = 1000

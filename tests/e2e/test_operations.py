@@ -69,6 +69,30 @@ async def test_every_service_exposes_its_metrics(stack):
     assert ingestion["touchpoint_duplicate_events_total"] >= 1
 
 
+async def test_an_idle_keep_alive_connection_stays_open_longer_than_clients_keep_theirs(stack):
+    """HTTP clients drop idle pooled connections after a few seconds (httpx: 5 s). A server closing idle ones
+    as early races a client that reuses one at that moment, and the request fails with a reset. So a request
+    on a connection idle for longer than that is still answered."""
+    url = httpx.URL(stack.processes["ingestion"].url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    request = f"GET /healthz HTTP/1.1\r\nHost: {url.host}\r\n\r\n".encode()
+
+    async def exchange() -> bytes:
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        await reader.readexactly(length)
+        return head.split(b"\r\n", 1)[0]
+
+    try:
+        assert await exchange() == b"HTTP/1.1 200 OK"
+        await asyncio.sleep(7)
+        assert await exchange() == b"HTTP/1.1 200 OK", "the idle connection was closed"
+    finally:
+        writer.close()
+
+
 async def wait_ready(client: httpx.AsyncClient, url: str, want: int, timeout: float) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
