@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import os
 import random
@@ -48,6 +49,7 @@ GROUPS = {
     REF: [("ref-hop1", topics.INBOUND.name), ("ref-hop2", topics.INGESTED.name), ("ref-hop3", topics.IDENTITY.name)],
 }
 TABLE = {TP: "timeline.entries", REF: "bench_ref.entries"}
+SHORT_TOPIC = {topics.INBOUND.name: "inbound", topics.INGESTED.name: "ingested", topics.IDENTITY.name: "identity"}
 SHORT = {"touchpoint-ingestion": "ingestion", "touchpoint-identity": "identity", "touchpoint-timeline": "timeline",
          "ref-hop1": "hop1", "ref-hop2": "hop2", "ref-hop3": "hop3"}
 REPLAY_SAMPLE = 1000
@@ -70,6 +72,7 @@ class Step:
     drain_s: float = 0.0
     rows_latency: dict = field(default_factory=dict)
     topic_latency: dict = field(default_factory=dict)
+    hop_latency: dict = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
     cpu_us_per_event: dict[str, float] = field(default_factory=dict)
     cpu_cores: dict[str, float] = field(default_factory=dict)
@@ -130,8 +133,15 @@ class ModeRun:
         self.down = DownstreamObserver(self.infra.bootstrap_servers, self.stack.topic(topics.TIMELINE.name))
         self.lag = LagSampler(self.infra.bootstrap_servers, [(self.stack.prefix + g, self.stack.topic(t)) for g, t in GROUPS[self.mode]],
                               self.procs, rss_interval=self.rss_interval)
+        # --hops: the same clock on every topic on the way, to tell which hop the latency accrues in
+        self.hop_obs = {}
+        if self.args.hops:
+            for name in (topics.INBOUND.name, topics.INGESTED.name, topics.IDENTITY.name):
+                self.hop_obs[SHORT_TOPIC[name]] = DownstreamObserver(self.infra.bootstrap_servers, self.stack.topic(name))
         await self.rows.start()
         await self.down.start()
+        for obs in self.hop_obs.values():
+            await obs.start()
         await self.lag.start()
         warm = await self.step("warmup", 200, 3)
         if not warm.drained:
@@ -144,6 +154,9 @@ class ModeRun:
                     await getattr(self, obs).stop()
                 except Exception:  # noqa: BLE001
                     pass
+        for obs in getattr(self, "hop_obs", {}).values():
+            with contextlib.suppress(Exception):
+                await obs.stop()
         if self.stack is not None:
             self.stack.stop_all()
         for hop in self.hops:
@@ -195,6 +208,8 @@ class ModeRun:
         topic = self.down.streams.latency.get(stream, array("q"))
         step.rows_latency = latency_summary(rows)
         step.topic_latency = latency_summary(topic)
+        step.hop_latency = {name: latency_summary(obs.streams.latency.get(stream, array("q")))
+                            for name, obs in self.hop_obs.items()}
         if kind in ("latency", "http", "soak"):
             self.latency_arrays[kind] = {"rows": rows, "topic": topic}
         self.steps.append(step)
@@ -359,6 +374,9 @@ def _print_step(s: Step) -> None:
           f"row p50/p99/p99.9 {s.rows_latency.get('p50_ms')}/{s.rows_latency.get('p99_ms')}/"
           f"{s.rows_latency.get('p999_ms')} ms; topic p50/p99 {s.topic_latency.get('p50_ms')}/"
           f"{s.topic_latency.get('p99_ms')} ms", flush=True)
+    if s.hop_latency:
+        hops = "; ".join(f"{k} {v.get('p50_ms')}/{v.get('p99_ms')}/{v.get('p999_ms')}" for k, v in s.hop_latency.items())
+        print(f"      seen on the way, p50/p99/p99.9 ms: {hops}", flush=True)
     print(f"      CPU µs/event {cpu}", flush=True)
     print(f"      CPU cores    {cores}", flush=True)
     if g.get("statuses"):
@@ -385,6 +403,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--http-batch", type=int, default=100, help="events per POST /v1/events request")
     p.add_argument("--profile", default="", help="py-spy the named services (comma list, or 'all') for a step at"
                    " the sustainable rate in the last round")
+    p.add_argument("--hops", action="store_true", help="also time each event's arrival on the inbound, ingested and"
+                   " identity topics (per-hop latency; costs the benchmark process some CPU)")
     p.add_argument("--profile-seconds", type=float, default=20)
     p.add_argument("--soak-minutes", type=float, default=0, help="after the rounds: hold 70 %% of sustainable this"
                    " long on a fresh stack, sampling each service's RSS every 10 s")
