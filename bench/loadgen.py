@@ -20,7 +20,7 @@ from typing import Any
 from bench import events
 
 # The services' producer settings (shared/kafka.py); the reference hops use them too.
-PRODUCER_CONFIG = dict(enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=512 * 1024,
+PRODUCER_CONFIG = dict(enable_idempotence=True, acks="all", linger_ms=0, max_batch_size=512 * 1024,
                        max_request_size=4 * 1024 * 1024, request_timeout_ms=30_000)
 # The generator wakes every TICK_S and sends everything due, without linger: the same batching a producer with
 # linger_ms=5 does, at a fraction of the CPU (aiokafka spends ~150 µs per wake-up; waking per event would cost

@@ -1,8 +1,9 @@
 """Kafka plumbing shared by every service: the idempotent producer, dead letters and topic provisioning.
 
 The producer is configured for exactly-once *effects* downstream: idempotence on (acks=all), large batches,
-a few milliseconds of linger. ``send_all`` waits for every acknowledgement, so a caller that commits its
-consumer offsets afterwards never commits past something that is not durably in Kafka.
+no linger. ``send_all`` queues a whole batch before the producer's sender runs, so the records leave together
+anyway; a linger would only hold every consumer batch back. ``send_all`` waits for every acknowledgement, so a
+caller that commits its consumer offsets afterwards never commits past something that is not durably in Kafka.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class EventProducer:
             client_id=client_id,
             enable_idempotence=True,
             acks="all",
-            linger_ms=5,
+            linger_ms=0,
             max_batch_size=512 * 1024,
             max_request_size=4 * 1024 * 1024,
             request_timeout_ms=30_000,

@@ -36,6 +36,8 @@ class ServiceSettings(BaseSettings):
     # Batch consumption: records per poll and how long an empty poll waits.
     batch_max_records: int = 1000
     batch_timeout_ms: int = 20
+    # How long a batch handed over from the consumer's buffer waits for what arrived since (shared/consumer.py).
+    batch_top_up_ms: int = 3
     # Transient failures: attempts inside one delivery before the batch is handed back to Kafka.
     retry_attempts: int = 6
     retry_base_seconds: float = 0.2

@@ -47,6 +47,9 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# Offset commits are written at once instead of waiting up to 5 ms for company: every batch of every
+# consumer waits for its commit before it fetches the next one.
+group.coordinator.append.linger.ms=0
 auto.create.topics.enable=false
 log.cleaner.enable=true
 log.retention.hours=168
