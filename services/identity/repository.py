@@ -20,6 +20,8 @@ from services.identity.fuzzy import StoredProfile, block_keys
 from services.identity.resolver import Age, EventKey, IdKey, Merge, Profile, Refusal, Review
 from shared.db import columns as _columns
 
+OUTBOX_PAGE = 1000  # merges (or changes) published per read of an outbox
+
 
 # Look-ups of a batch's keys go row by row through the primary keys: each LATERAL subquery carries ``OFFSET 0``,
 # which keeps PostgreSQL from pulling it up into a join it is free to plan. Pulled up, the planner trusted
@@ -175,7 +177,7 @@ async def insert_merges(conn: asyncpg.Connection, merges: list[Merge], rule: str
         )
 
 
-async def unpublished_merges(conn: asyncpg.Connection, limit: int = 1000) -> list[asyncpg.Record]:
+async def unpublished_merges(conn: asyncpg.Connection, limit: int = OUTBOX_PAGE) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT merge_id, tenant, survivor_id, merged_ids, rule, linking, trigger_source, trigger_event, merged_at"
         " FROM identity.merges WHERE NOT published ORDER BY merged_at LIMIT $1", limit,
@@ -189,7 +191,7 @@ async def mark_merges_published(conn: asyncpg.Connection, merge_ids: list[str]) 
 
 
 
-async def unpublished_changes(conn: asyncpg.Connection, limit: int = 1000) -> list[asyncpg.Record]:
+async def unpublished_changes(conn: asyncpg.Connection, limit: int = OUTBOX_PAGE) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT change_id, tenant, event_type, subject, payload, created_at FROM identity.changes"
         " WHERE NOT published ORDER BY created_at LIMIT $1", limit,

@@ -5,8 +5,8 @@ Guarantees
   the same transaction as the graph changes).
 - Its resolved form is published after the transaction committed and before the offsets are committed, with a
   deterministic CloudEvents id; a redelivered event is published again with its customer's *current* id.
-- Merge events are written to ``identity.merges`` in the same transaction (outbox) and published afterwards
-  until acknowledged.
+- Merge events are written to ``identity.merges`` in the same transaction (outbox) and published after the
+  batch until acknowledged; what a crash or a failed publish left there goes out within ``SWEEP_SECONDS``.
 - Profiles (``touchpoint.profile.ingested.v1``, on the same topic) resolve by their identifiers like
   interactions, then are matched fuzzily against stored profiles sharing a blocking key
   (``services.identity.fuzzy``); they are stored with their blocking keys in the same transaction, under
@@ -19,6 +19,7 @@ Guarantees
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
@@ -58,6 +59,7 @@ ACCEPTED: dict[str, type[Ingested]] = {types.INTERACTION_INGESTED: InteractionIn
 SOURCE = "touchpoint/identity"
 NAMESPACE = uuid.UUID("a3d1f2b4-9c7e-4b1a-8e2f-5d6c7b8a9f01")
 MAX_LOCK_ROUNDS = 5
+SWEEP_SECONDS = 5.0
 
 
 class IdentityService:
@@ -65,7 +67,7 @@ class IdentityService:
                  on_created: Callable[[int], None] = lambda n: None,
                  on_merged: Callable[[int], None] = lambda n: None,
                  rules: Callable[[str], Rules] = lambda tenant: DEFAULT_RULES, vault: Vault | None = None,
-                 model: fuzzy.Model = fuzzy.DEFAULT_MODEL) -> None:
+                 model: fuzzy.Model = fuzzy.DEFAULT_MODEL, clock: Callable[[], float] = time.monotonic) -> None:
         self.pool = pool
         self.model = model
         self.vault = vault or Vault(pool)
@@ -75,6 +77,12 @@ class IdentityService:
         self.steps = steps or Steps(None, "identity")
         self.on_created = on_created
         self.on_merged = on_merged
+        self.clock = clock
+        # The outbox is read after a batch that wrote merges, and every SWEEP_SECONDS for what others left:
+        # a crash before the publish (its batch is redelivered, already processed, and writes none), or an
+        # operator's change whose publish failed. The first batch sweeps.
+        self._merges_waiting = False
+        self._next_sweep = 0.0
 
     async def process(self, records: Sequence[Any]) -> None:
         """Handle one batch from the ingested-interactions topic. Idempotent; raises only transient errors."""
@@ -89,7 +97,8 @@ class IdentityService:
             await self.producer.send_all(outbound)
         finally:
             end_all(steps.values())
-        await self.publish_pending_merges()
+        if self._merges_waiting or self.clock() >= self._next_sweep:
+            await self.publish_pending_merges()
 
     def _decode(self, records: Sequence[Any]) -> tuple[list[OutboundRecord], dict[EventKey, tuple[str, Ingested]], dict, dict]:
         """(dead letters, events, the headers each came with, the data key each was sealed under).
@@ -137,6 +146,7 @@ class IdentityService:
             if todo:
                 plan = await self._plan(uow.conn, todo, attrs, blocks)
                 await self._write(uow.conn, plan, todo)
+                self._merges_waiting = self._merges_waiting or bool(plan.merges)
                 await repo.insert_profiles(uow.conn, [(e.key, plan.assignments[e.key], attrs[e.key], e.occurred_at)
                                                       for e in todo if e.key in attrs])
                 await record_owners(uow.conn, ((k[0], kids[k], c) for k, c in plan.assignments.items() if k in kids))
@@ -217,6 +227,15 @@ class IdentityService:
     async def publish_pending_merges(self) -> int:
         """Publish outbox events not yet acknowledged: merges, splits and erasures (this batch's, an operator's,
         and any a crash left behind)."""
+        self._merges_waiting = False  # set before reading: a merge committed meanwhile sets it again
+        self._next_sweep = self.clock() + SWEEP_SECONDS
+        try:
+            return await self._publish_pending()
+        except BaseException:
+            self._merges_waiting = True
+            raise
+
+    async def _publish_pending(self) -> int:
         async with UnitOfWork(self.pool) as uow:
             merges = await repo.unpublished_merges(uow.conn)
             changes = await repo.unpublished_changes(uow.conn)
@@ -236,6 +255,8 @@ class IdentityService:
             await repo.mark_merges_published(uow.conn, [r["merge_id"] for r in merges])
             await repo.mark_changes_published(uow.conn, [r["change_id"] for r in changes])
             await uow.commit()
+        if len(merges) == repo.OUTBOX_PAGE or len(changes) == repo.OUTBOX_PAGE:
+            self._merges_waiting = True  # more than a page waits: the next batch reads on
         return len(merges) + len(changes)
 
     def _change_record(self, row: Any, key: DataKey | None) -> OutboundRecord:

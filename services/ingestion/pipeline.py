@@ -2,9 +2,10 @@
 
 Guarantees
 - Kafka path: an upstream event is forwarded at least once and, once its forwarding has been recorded, never
-  again (``ingestion.seen_events``). Order per batch: look up seen events → publish and wait for acks →
-  record them as seen → (caller) commit offsets. A crash between the acks and the record republishes the
-  same events with the same ids; identity and timeline apply each one once.
+  again (``ingestion.seen_events``). Order per batch, in one transaction: claim the events as seen (those
+  claimed before are skipped; a concurrent claim waits for this transaction) → publish and wait for acks →
+  commit → (caller) commit offsets. A failed publish rolls the claim back. A crash between the acks and the
+  commit republishes the same events with the same ids; identity and timeline apply each one once.
 - Invalid records go to ``touchpoint.inbound.v1.dlq`` with the reason in headers; the batch goes on.
 - HTTP path: an event is answered 2xx only after Kafka acknowledged it on ``touchpoint.inbound.v1``.
 - Personal fields leave ingestion sealed (``shared.vault``) under the data key of the event's most stable
@@ -83,19 +84,19 @@ class IngestionPipeline:
                 continue
             accepted.setdefault((tenant, interaction.source, interaction.event_id), (interaction, record.headers))
         async with UnitOfWork(self.pool) as uow:
-            seen = await repository.already_seen(uow.conn, list(accepted))
-        fresh = [(key, i, h) for key, (i, h) in accepted.items() if key not in seen]
-        keys = await self.vault.subject_keys({(key[0], key_identifier(i.identifiers)) for key, i, _ in fresh})
-        steps = [self.steps.start("ingestion.normalise", h, channel=getattr(i, "channel", "profile")) for _, i, h in fresh]
-        outbound.extend(self._ingested_record(key[0], i, keys[(key[0], key_identifier(i.identifiers))], now, step)
-                        for (key, i, _), step in zip(fresh, steps))
-        try:
-            await self.producer.send_all(outbound)
-            async with UnitOfWork(self.pool) as uow:
-                await repository.mark_seen(uow.conn, [key for key, _, _ in fresh])
-                await uow.commit()
-        finally:
-            end_all(steps)
+            claimed = await repository.claim(uow.conn, list(accepted))
+            fresh = [(key, i, h) for key, (i, h) in accepted.items() if key in claimed]
+            # Data keys commit on their own, before anything sealed under them leaves.
+            keys = await self.vault.subject_keys({(key[0], key_identifier(i.identifiers)) for key, i, _ in fresh})
+            steps = [self.steps.start("ingestion.normalise", h, channel=getattr(i, "channel", "profile"))
+                     for _, i, h in fresh]
+            outbound.extend(self._ingested_record(key[0], i, keys[(key[0], key_identifier(i.identifiers))], now, step)
+                            for (key, i, _), step in zip(fresh, steps))
+            try:
+                await self.producer.send_all(outbound)
+            finally:
+                end_all(steps)
+            await uow.commit()
         self.on_duplicates(len(accepted) - len(fresh))
         if len(outbound) > len(fresh):
             log.warning("dead-lettered inbound records", extra={"count": len(outbound) - len(fresh)})

@@ -214,10 +214,8 @@ class TimelineProjection:
         outbound.extend(tombstone(self.customers_topic, m, t) for t, m in sorted(gone))
         await self.producer.send_all(outbound)
         if keys:  # every key of the batch: one stored by this batch and erased since left no entry to join
-            async with UnitOfWork(self.pool) as uow:
-                await plan_as_probes(uow.conn)
-                await repo.mark_published(uow.conn, keys)
-                await uow.commit()
+            async with self.pool.acquire() as conn:  # one statement, its own transaction
+                await repo.mark_published(conn, keys)
 
     def _entry_record(self, row: Any, step: Step | None = None) -> OutboundRecord | None:
         """The entry's record, sealed again under its event's data key; None when that key was shredded (the
