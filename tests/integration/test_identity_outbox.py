@@ -13,10 +13,9 @@ from aiokafka.structs import ConsumerRecord
 
 from services.identity.service import SWEEP_SECONDS, IdentityService
 from shared import topics
-from shared.cloudevents import CloudEvent, to_kafka_headers
 from shared.contracts import types
 from shared.db import ALL_TENANTS, create_pool
-from tests.support.recording import RecordingProducer
+from tests.support.recording import RecordingProducer, ingested_record
 from tests.support.stack import new_stack
 
 pytestmark = pytest.mark.integration
@@ -25,14 +24,7 @@ NOW = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
 
 
 def record(event_id: str, *identifiers: tuple[str, str], minutes: int = 0) -> ConsumerRecord:
-    at = NOW + timedelta(minutes=minutes)
-    data = {"channel": "web", "direction": "inbound", "identifiers": [{"type": t, "value": v} for t, v in identifiers],
-            "source": "shop", "event_id": event_id, "occurred_at": at.isoformat(), "received_at": at.isoformat()}
-    event = CloudEvent(id=event_id, source="touchpoint/ingestion", type=types.INTERACTION_INGESTED, time=at,
-                       data=data, extensions={"tenant": T})
-    value = orjson.dumps(data)
-    return ConsumerRecord(topics.INGESTED.name, 0, 0, 0, 0, event_id.encode(), value, None, 3, len(value),
-                          tuple(to_kafka_headers(event)))
+    return ingested_record(T, NOW + timedelta(minutes=minutes), event_id, *identifiers)
 
 
 class CrashBeforeMergesLeave(RecordingProducer):

@@ -1,14 +1,20 @@
 """A recording producer: stands in for ``shared.kafka.EventProducer`` where a test inspects what a use case
-publishes. It keeps records in memory and acknowledges at once. And a vault with its keys in memory."""
+publishes. It keeps records in memory and acknowledges at once. A vault with its keys in memory. And the
+records identity consumes, built by hand for use cases fed without Kafka."""
 
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from typing import Iterable, Sequence
 
+import orjson
+from aiokafka.structs import ConsumerRecord
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from shared.cloudevents import CloudEvent, from_kafka
+from shared import topics
+from shared.cloudevents import CloudEvent, from_kafka, to_kafka_headers
+from shared.contracts import types
 from shared.kafka import OutboundRecord
 from shared.vault import EXTENSION, UNKNOWN, DataKey, Vault
 
@@ -65,3 +71,14 @@ class MemoryVault(Vault):
             by_kid = {(t, k.kid): k for (t, _), k in self.keys.items()}
             self._cache[(event.tenant, kid)] = (by_kid[(event.tenant, kid)], float("inf"))
         return self.open(event)
+
+
+def ingested_record(tenant: str, at: datetime, event_id: str, *identifiers: tuple[str, str]) -> ConsumerRecord:
+    """An ``interaction.ingested`` record as identity consumes it (unsealed), from source ``shop``."""
+    data = {"channel": "web", "direction": "inbound", "identifiers": [{"type": t, "value": v} for t, v in identifiers],
+            "source": "shop", "event_id": event_id, "occurred_at": at.isoformat(), "received_at": at.isoformat()}
+    event = CloudEvent(id=event_id, source="touchpoint/ingestion", type=types.INTERACTION_INGESTED, time=at,
+                       data=data, extensions={"tenant": tenant})
+    value = orjson.dumps(data)
+    return ConsumerRecord(topics.INGESTED.name, 0, 0, 0, 0, event_id.encode(), value, None, 3, len(value),
+                          tuple(to_kafka_headers(event)))
