@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -147,3 +148,36 @@ async def test_a_rewind_moves_back_the_partitions_a_top_up_added(infra):
         assert (await consumer.position(tp0), await consumer.position(tp1)) == (0, 0)
     finally:
         await consumer.stop()
+
+
+async def test_a_batch_that_was_quick_and_not_full_waits_out_the_minimum_interval(infra):
+    """Five records 50 ms apart: with a minimum interval of 1 s they make two batches (the first topped up with
+    what arrived within its top-up, the rest a second later), not one batch per record."""
+    topic = await new_topic(infra.bootstrap_servers)
+    started: list[tuple[float, int]] = []
+
+    async def process(records) -> None:
+        started.append((time.monotonic(), len(records)))
+
+    config = ServiceSettings(kafka_bootstrap_servers=infra.bootstrap_servers, batch_min_interval_ms=1000,
+                             batch_top_up_ms=1000)
+    broker = make_broker(config, "batch-test")
+    subscribe_batches(broker, topic, f"{topic}-group", process, config, ServiceMetrics())
+    await broker.start()
+    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers, enable_idempotence=True)
+    await producer.start()
+    try:
+        for i in range(5):
+            await (await producer.send(topic, f"r{i}".encode(), partition=0))
+            await asyncio.sleep(0.05)
+
+        async def all_in():
+            return sum(n for _, n in started) == 5 or None
+
+        await kafka_io.wait_for(all_in, timeout=30, what="every record processed")
+    finally:
+        await producer.stop()
+        await broker.stop()
+    print(f"\nbatches (start, size): {[(round(t - started[0][0], 3), n) for t, n in started]}")
+    assert len(started) == 2, "what arrived during the interval waited for the next batch"
+    assert started[1][0] - started[0][0] >= 1.0
