@@ -114,6 +114,8 @@ async def run(args: argparse.Namespace) -> dict:
     finally:
         stack.stop_all()
         await harness.drop_stack(infra, stack)
+        if not args.keep_infra:
+            infra.stop_all()
     return {
         "benchmark": "console_render", "quick": args.quick, "entries": args.entries, "other_rows": args.other_rows,
         "first_render_since_navigation": summary(since_navigation), "open_customer": summary(open_customer),
@@ -143,6 +145,7 @@ def main() -> None:
     p.add_argument("--other-rows", type=int, default=100_000)
     p.add_argument("--loads", type=int, default=20)
     p.add_argument("--updates", type=int, default=30)
+    p.add_argument("--keep-infra", action="store_true", help="leave the benchmark's Kafka and PostgreSQL running")
     args = p.parse_args()
     if args.quick:
         args.other_rows, args.loads, args.updates = 1_000, 3, 3

@@ -109,7 +109,7 @@ async def rules_broken(stack, tenant: str, rules: Rules = DEFAULT_RULES) -> dict
     return {k: v for k, v in broken.items() if v}
 
 
-async def run_touchpoint(datasets: dict[str, list[febrl.Record]]) -> dict:
+async def run_touchpoint(datasets: dict[str, list[febrl.Record]], keep_infra: bool = False) -> dict:
     infra = harness.start_infra()
     stack = await harness.fresh_stack(infra)
     try:
@@ -135,6 +135,8 @@ async def run_touchpoint(datasets: dict[str, list[febrl.Record]]) -> dict:
     finally:
         stack.stop_all()
         await harness.drop_stack(infra, stack)
+        if not keep_infra:
+            infra.stop_all()
     return out
 
 
@@ -180,10 +182,11 @@ def markdown(r: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.identity_quality")
     p.add_argument("--datasets", nargs="*", default=list(febrl.DATASETS), choices=febrl.DATASETS)
+    p.add_argument("--keep-infra", action="store_true", help="leave the benchmark's Kafka and PostgreSQL running")
     p.add_argument("--no-splink", action="store_true", help="Touchpoint only (a harness check)")
     args = p.parse_args()
     datasets = {name: febrl.load(name) for name in args.datasets}
-    touchpoint = asyncio.run(run_touchpoint(datasets))
+    touchpoint = asyncio.run(run_touchpoint(datasets, args.keep_infra))
     splink = run_splink(datasets) if not args.no_splink else {"threshold": None, **{n: {} for n in datasets}}
     result = {"benchmark": "identity_quality", "quick": args.no_splink or len(datasets) < len(febrl.DATASETS),
               "datasets": list(datasets), "touchpoint": touchpoint, "splink": splink,

@@ -122,6 +122,8 @@ async def run(args: argparse.Namespace) -> dict:
     finally:
         stack.stop_all()
         await harness.drop_stack(infra, stack)
+        if not args.keep_infra:
+            infra.stop_all()
     identity_rate, pipe_rate = args.events / identity_s, args.events / pipe_s
     return {"benchmark": "identity_throughput", "quick": args.quick, "events": args.events, "people": args.people,
             "resolved": resolved, "customers": customers, "merges": merges,
@@ -153,6 +155,7 @@ def main() -> None:
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--people", type=int, default=30_000)
     p.add_argument("--timeout", type=float, default=900)
+    p.add_argument("--keep-infra", action="store_true", help="leave the benchmark's Kafka and PostgreSQL running")
     p.add_argument("--db-stats", action="store_true", help="print the statements that took the most server time")
     p.add_argument("--profile-seconds", type=float, default=0, help="py-spy the identity process for this long")
     args = p.parse_args()
