@@ -18,10 +18,11 @@ import zlib
 from typing import Any
 
 from bench import events
+from shared.kafka import partition_for
 
 # The services' producer settings (shared/kafka.py); the reference hops use them too.
 PRODUCER_CONFIG = dict(enable_idempotence=True, acks="all", linger_ms=0, max_batch_size=512 * 1024,
-                       max_request_size=4 * 1024 * 1024, request_timeout_ms=30_000)
+                       max_request_size=4 * 1024 * 1024, request_timeout_ms=30_000, partitioner=partition_for)
 # The generator wakes every TICK_S and sends everything due, without linger: the same batching a producer with
 # linger_ms=5 does, at a fraction of the CPU (aiokafka spends ~150 µs per wake-up; waking per event would cost
 # 0.16 cores at 1k/s, CPU taken from the system under test). Events keep their own intended times, so the up to

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import struct
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -33,6 +35,40 @@ class OutboundRecord:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+
+
+_WORDS = struct.Struct("<I").iter_unpack
+_M = 0x5BD1E995
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``), as an unsigned 32-bit value: the same
+    result as aiokafka's, in about half the time (its version masks every step; this one reads whole words)."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    body = length & ~3
+    for (k,) in _WORDS(data[:body]):
+        k = (k * _M) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
+        h = ((h * _M) & 0xFFFFFFFF) ^ k
+    rest = length - body
+    if rest:
+        if rest >= 3:
+            h ^= data[body + 2] << 16
+        if rest >= 2:
+            h ^= data[body + 1] << 8
+        h = ((h ^ data[body]) * _M) & 0xFFFFFFFF
+    h = ((h ^ (h >> 13)) * _M) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+def partition_for(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """The Java client's default partitioner for keyed records (murmur2 of the key, positive, modulo the partition
+    count), so every producer of a key, in any language, picks the same partition; a record without a key goes to
+    a random available partition. Used as the producers' ``partitioner``: a key is hashed per record sent."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
 
 
 def event_record(topic: str, key: str, event: CloudEvent, trace: list[tuple[str, bytes]] | None = None) -> OutboundRecord:
@@ -73,6 +109,7 @@ class EventProducer:
             max_batch_size=512 * 1024,
             max_request_size=4 * 1024 * 1024,
             request_timeout_ms=30_000,
+            partitioner=partition_for,
         )
 
     async def start(self) -> None:

@@ -31,3 +31,16 @@ async def run_every(step: Callable[[], Awaitable[Any]], interval_s: float, what:
             log.log(logging.WARNING if transient else logging.ERROR, "%s failed", what,
                     extra={"error": type(exc).__name__, "retry_in_s": delay}, exc_info=not transient)
         await asyncio.sleep(delay)
+
+
+async def together(*steps: Awaitable[Any]) -> None:
+    """Await ``steps`` concurrently. The first failure cancels the others, waits for them to end, and is raised
+    as itself (not wrapped in an ``ExceptionGroup``: callers tell transient errors from others by type)."""
+    tasks = [asyncio.ensure_future(s) for s in steps]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

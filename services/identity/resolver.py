@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Callable
 
 from services.identity.rules import DEFAULT_RULES, Rules
+from shared.ids import uuid5
 
 NAMESPACE = uuid.UUID("0b4f5a3e-3f7e-4c50-9a53-63a9c2f1f0d7")
 RULE_SHARED_IDENTIFIER = "shared_identifier"
@@ -115,20 +116,32 @@ def _age(event: Incoming) -> Age:
     return (event.occurred_at, event.key[1], event.key[2])
 
 
+def _active(held: dict[IdKey, datetime], since: dict[str, datetime | None]) -> dict[str, int]:
+    """Per limited type, how many of ``held`` count against its limit: those seen since the start of its window
+    (``since``: type → that instant, ``None`` for a limit without window)."""
+    counts: dict[str, int] = {}
+    for (_, id_type, _), seen in held.items():
+        if id_type in since:
+            start = since[id_type]
+            if start is None or seen >= start:
+                counts[id_type] = counts.get(id_type, 0) + 1
+    return counts
+
+
 def customer_id_for(event: EventKey) -> str:
     tenant, source, event_id = event
-    return str(uuid.uuid5(NAMESPACE, f"customer\x00{tenant}\x00{source}\x00{event_id}"))
+    return uuid5(NAMESPACE, f"customer\x00{tenant}\x00{source}\x00{event_id}")
 
 
 def merge_id_for(event: EventKey, survivor: str, rule: str = RULE_SHARED_IDENTIFIER) -> str:
     tenant, source, event_id = event
     suffix = "" if rule == RULE_SHARED_IDENTIFIER else f"\x00{rule}"
-    return str(uuid.uuid5(NAMESPACE, f"merge\x00{tenant}\x00{source}\x00{event_id}\x00{survivor}{suffix}"))
+    return uuid5(NAMESPACE, f"merge\x00{tenant}\x00{source}\x00{event_id}\x00{survivor}{suffix}")
 
 
 def review_id_for(tenant: str, customers: list[str]) -> str:
     """One review per set of customers: a proposal rejected once is not asked again."""
-    return str(uuid.uuid5(NAMESPACE, "review\x00" + tenant + "\x00" + "\x00".join(sorted(customers))))
+    return uuid5(NAMESPACE, "review\x00" + tenant + "\x00" + "\x00".join(sorted(customers)))
 
 
 class BatchResolver:
@@ -146,6 +159,7 @@ class BatchResolver:
         self.rules = rules
         self.proposed: set[str] = set()
         self.plan = Plan()
+        self._aliased_to: dict[tuple[str, str], list[tuple[str, str]]] = {}  # canonical → its aliases in the plan
 
     def canonical(self, tenant: str, customer_id: str) -> str:
         return self.plan.aliases.get((tenant, customer_id), customer_id)
@@ -219,12 +233,15 @@ class BatchResolver:
             combined.update(p.identifiers)
         for i in idents:
             combined[i] = at
-        for id_type, (limit, window) in sorted(rules.limits.items()):
-            def active(held: dict[IdKey, datetime]) -> int:
-                return sum(1 for i, seen in held.items() if i[1] == id_type and (window is None or seen >= at - window))
-            after = active(combined)
-            if after > limit and after > max((active(p.identifiers) for p in holders), default=0):
-                return f"limit:{id_type}"
+        if rules.limits:
+            since = {t: (at - window if window is not None else None) for t, (_, window) in rules.limits.items()}
+            after = _active(combined, since)
+            over = sorted(t for t, n in after.items() if n > rules.limits[t][0])
+            if over:
+                before = [_active(p.identifiers, since) for p in holders]
+                for id_type in over:
+                    if after[id_type] > max((b.get(id_type, 0) for b in before), default=0):
+                        return f"limit:{id_type}"
         if len(holders) > 1 and sum(p.merges for p in holders) + len(holders) - 1 > rules.max_merges:
             return "cap:merges"
         if len(combined) > rules.max_identifiers and len(combined) > max((len(p.identifiers) for p in holders), default=0):
@@ -306,11 +323,14 @@ class BatchResolver:
             held[old] = sorted(f"{i[1]}:{i[2]}" for i in gone.identifiers)
             kept.identifiers.update(gone.identifiers)
             kept.merges += gone.merges + 1
+        # Keep every alias pointing at a canonical id: the merged ones, and what pointed at them.
+        into = self._aliased_to.setdefault((tenant, survivor), [])
         for old in merged:
             self.plan.aliases[(tenant, old)] = survivor
-        for alias, target in list(self.plan.aliases.items()):
-            if alias[0] == tenant and target in merged:
+            into.append((tenant, old))
+            for alias in self._aliased_to.pop((tenant, old), ()):
                 self.plan.aliases[alias] = survivor
+                into.append(alias)
         self.plan.merges.append(
             Merge(merge_id_for(event.key, survivor, rule), tenant, survivor, merged, linking, event.key, held, rule,
                   evidence)

@@ -38,7 +38,9 @@ from shared.contracts.identity import CustomersMergedV1
 from shared.contracts.interaction import Identifier, InteractionIngestedV1
 from shared.contracts.profile import ProfileIngestedV1
 from shared.db import UnitOfWork, plan_as_probes
+from shared.ids import uuid5
 from shared.kafka import EventProducer, OutboundRecord, dead_letter, event_record
+from shared.loops import together
 from shared.telemetry import Step, Steps, end_all
 from shared.vault import (
     INTERACTION_FIELDS,
@@ -94,11 +96,14 @@ class IdentityService:
                 assignments = await self._resolve(events, {k: key.kid for k, key in keys.items()})
                 outbound.extend(self._resolved_record(t, i, assignments[k], keys.get(k), steps.get(k))
                                 for k, (t, i) in events.items() if isinstance(i, InteractionIngestedV1))
-            await self.producer.send_all(outbound)
+            if self._merges_waiting or self.clock() >= self._next_sweep:
+                # Independent once the batch committed: its resolved records, and the outbox (merges carry the
+                # survivor's id, which the resolved records carry already, so their order does not matter).
+                await together(self.producer.send_all(outbound), self.publish_pending_merges())
+            else:
+                await self.producer.send_all(outbound)
         finally:
             end_all(steps.values())
-        if self._merges_waiting or self.clock() >= self._next_sweep:
-            await self.publish_pending_merges()
 
     def _decode(self, records: Sequence[Any]) -> tuple[list[OutboundRecord], dict[EventKey, tuple[str, Ingested]], dict, dict]:
         """(dead letters, events, the headers each came with, the data key each was sealed under).
@@ -216,7 +221,7 @@ class IdentityService:
         data = interaction.model_dump(mode="json")
         data["customer_id"] = customer_id
         event = CloudEvent(
-            id=str(uuid.uuid5(NAMESPACE, f"resolved\x00{tenant}\x00{interaction.source}\x00{interaction.event_id}")),
+            id=uuid5(NAMESPACE, f"resolved\x00{tenant}\x00{interaction.source}\x00{interaction.event_id}"),
             source=SOURCE, type=types.INTERACTION_RESOLVED, time=datetime.now(timezone.utc), data=data,
             extensions={"tenant": tenant},
         )

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
+from shared.ids import uuid5
 from shared.cloudevents import CloudEvent, InvalidEvent
 from shared.contracts import types
 from shared.contracts.interaction import Identifier, InteractionIngestedV1, InteractionOccurredV1
@@ -98,4 +99,4 @@ def key_identifier(identifiers: list[Identifier]) -> str:
 
 def ingested_event_id(tenant: str, source: str, event_id: str) -> str:
     """Deterministic id of the internal event, so a re-publication carries the same id."""
-    return str(uuid.uuid5(NAMESPACE, f"ingested\x00{tenant}\x00{source}\x00{event_id}"))
+    return uuid5(NAMESPACE, f"ingested\x00{tenant}\x00{source}\x00{event_id}")

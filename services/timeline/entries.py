@@ -35,6 +35,7 @@ from typing import Any, get_args
 
 import orjson
 
+from shared.ids import uuid5
 from shared.cloudevents import CloudEvent
 from shared.contracts import types
 from shared.contracts.feedback import FeedbackEvent
@@ -56,7 +57,7 @@ TIMELINE_CHANNELS = frozenset(get_args(Channel))
 
 
 def entry_id_for(tenant: str, source: str, event_id: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, f"entry\x00{tenant}\x00{source}\x00{event_id}"))
+    return uuid5(NAMESPACE, f"entry\x00{tenant}\x00{source}\x00{event_id}")
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,17 @@ def test_limits_count_only_values_seen_within_their_window():
     assert [(x.identifier, x.rule) for x in r.finish().refusals] == [(ident("email", "anna5@x.org"), "limit:email")]
 
 
+def test_a_value_seen_exactly_a_window_ago_still_counts():
+    edge = {ident("email", f"anna{n}@x.org"): NOW - timedelta(days=365) for n in range(5)}
+    r = resolver_with({"c-anna": edge})
+    r.resolve(event("e1", ident("email", "anna5@x.org"), ident("email", "anna0@x.org")))
+    assert [(x.identifier, x.rule) for x in r.finish().refusals] == [(ident("email", "anna5@x.org"), "limit:email")]
+    just_out = {i: NOW - timedelta(days=365, microseconds=1) for i in edge}
+    r = resolver_with({"c-anna": just_out})
+    assert r.resolve(event("e2", ident("email", "anna5@x.org"), ident("email", "anna0@x.org"))) == "c-anna"
+    assert r.finish().refusals == []
+
+
 def test_priority_decides_which_identifier_is_dropped_and_the_event_matches_again():
     rules = rules_from("""
 tenants:
