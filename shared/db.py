@@ -163,31 +163,53 @@ async def plan_as_probes(conn: asyncpg.Connection) -> None:
     security filter is evaluated for every row a scan reads. One round trip; ``SET LOCAL`` ends with the
     transaction.
     """
-    await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off;"
-                       " SET LOCAL enable_mergejoin = off")
+    await conn.execute(PROBES)
+
+
+PROBES = "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
 
 
 class UnitOfWork:
-    """One database transaction. Rolls back on exit unless :meth:`commit` was called."""
+    """One database transaction. Rolls back on exit unless :meth:`commit` was called.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    ``probes=True`` starts it planning as index probes (:func:`plan_as_probes`) in the round trip of its
+    ``BEGIN``: for a consumer's batch, which pays every round trip once per batch. Such a transaction is a plain
+    ``BEGIN``/``COMMIT``, without asyncpg's transaction object, so it cannot hold ``conn.transaction()`` blocks
+    (savepoints)."""
+
+    def __init__(self, pool: asyncpg.Pool, probes: bool = False) -> None:
         self._pool = pool
+        self._probes = probes
         self._committed = False
+        self._tx: asyncpg.transaction.Transaction | None = None
 
     async def __aenter__(self) -> "UnitOfWork":
         self.conn: asyncpg.Connection = await self._pool.acquire()
-        self._tx = self.conn.transaction()
-        await self._tx.start()
+        try:
+            if self._probes:
+                await self.conn.execute("BEGIN; " + PROBES)
+            else:
+                self._tx = self.conn.transaction()
+                await self._tx.start()
+        except BaseException:
+            await self._pool.release(self.conn)  # asyncpg rolls back what the failed start left open
+            raise
         return self
 
     async def commit(self) -> None:
-        await self._tx.commit()
+        if self._tx is None:
+            await self.conn.execute("COMMIT")
+        else:
+            await self._tx.commit()
         self._committed = True
 
     async def __aexit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:
             if not self._committed:
-                await self._tx.rollback()
+                if self._tx is None:
+                    await self.conn.execute("ROLLBACK")
+                else:
+                    await self._tx.rollback()
         finally:
             await self._pool.release(self.conn)
 

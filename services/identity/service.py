@@ -37,7 +37,7 @@ from shared.contracts import types
 from shared.contracts.identity import CustomersMergedV1
 from shared.contracts.interaction import Identifier, InteractionIngestedV1
 from shared.contracts.profile import ProfileIngestedV1
-from shared.db import UnitOfWork, plan_as_probes
+from shared.db import UnitOfWork
 from shared.ids import uuid5
 from shared.kafka import EventProducer, OutboundRecord, dead_letter, event_record
 from shared.loops import together
@@ -142,8 +142,7 @@ class IdentityService:
         attrs = {k: fuzzy.attributes(it.model_dump()) for k, (tenant, it) in events.items()
                  if isinstance(it, ProfileIngestedV1) and self.rules(tenant).fuzzy_merge_above is not None}
         blocks = sorted({(k[0], b) for k, a in attrs.items() for b in fuzzy.block_keys(a)})
-        async with UnitOfWork(self.pool) as uow:
-            await plan_as_probes(uow.conn)
+        async with UnitOfWork(self.pool, probes=True) as uow:
             await repo.lock_identifiers(uow.conn, [*(i for e in incoming for i in e.identifiers),
                                                    *((t, repo.BLOCK, b) for t, b in blocks)])
             done = await repo.processed(uow.conn, list(events))

@@ -51,7 +51,7 @@ from shared.contracts.identity import CustomerErasedV1, CustomersMergedV1, Custo
 from shared.contracts.interaction import InteractionResolvedV1
 from shared.contracts.notification import NOTIFICATION_MODELS
 from shared.contracts.routing import ROUTING_MODELS
-from shared.db import UnitOfWork, plan_as_probes
+from shared.db import UnitOfWork
 from shared.kafka import EventProducer, OutboundRecord, dead_letter, tombstone
 from shared.vault import ENTRY_FIELDS as ENTRY_SEALED_FIELDS
 from shared.vault import EXTENSION as SEAL_EXTENSION
@@ -90,15 +90,18 @@ class TimelineProjection:
                 if isinstance(item, Entry):
                     steps[item.entry_id(tenant)] = self.steps.start("timeline.append", h)
         try:
-            async with UnitOfWork(self.pool) as uow:
-                await plan_as_probes(uow.conn)
+            async with UnitOfWork(self.pool, probes=True) as uow:
                 changes = any(not isinstance(item, Entry) for _, item in items)
                 await repo.lock_tenants(uow.conn, {tenant for tenant, _ in items}, exclusive=changes)
                 changed: set[tuple[str, str]] = set()
-                touched, gone = await self._apply(uow.conn, items, changed)
+                stored: list[repo.EntryRow] = []
+                touched, gone = await self._apply(uow.conn, items, changed, stored)
                 await repo.notify_changed(uow.conn, (changed | touched) - gone)
                 keys = list(dict.fromkeys((t, i.entry_id(t)) for t, i in items if isinstance(i, Entry)))
-                pending = await repo.unpublished_entries(uow.conn, keys)
+                if not changes and {(r[0], r[1]) for r in stored} == set(keys):
+                    pending = _as_outbox(stored)  # all stored now, as inserted: no need to read them back
+                else:  # some stored before (a redelivery), or re-keyed since by an identity change
+                    pending = await repo.unpublished_entries(uow.conn, keys)
                 snapshots = await repo.profiles(uow.conn, sorted(touched))
                 await uow.commit()
             await self._publish(dead, keys, pending, snapshots, gone, steps)
@@ -123,10 +126,11 @@ class TimelineProjection:
                 headers.append(record.headers)
         return dead, items, headers
 
-    async def _apply(self, conn: asyncpg.Connection, items: list[tuple[str, Any]], changed: set) -> tuple[set, set]:
+    async def _apply(self, conn: asyncpg.Connection, items: list[tuple[str, Any]], changed: set,
+                     stored: list) -> tuple[set, set]:
         """Apply items in the order they were consumed (a run of entries is stored together, an identity
-        change applies between runs); returns (customers whose profile changed, customer ids gone) and adds
-        every customer that got an entry to ``changed``."""
+        change applies between runs); returns (customers whose profile changed, customer ids gone), adds
+        every customer that got an entry to ``changed`` and every entry row inserted to ``stored``."""
         touched: set[tuple[str, str]] = set()
         gone: set[tuple[str, str]] = set()
         run: list[tuple[str, Entry]] = []
@@ -135,11 +139,11 @@ class TimelineProjection:
                 run.append((tenant, item))
                 continue
             if run:
-                touched |= await self._store(conn, run, changed)
+                touched |= await self._store(conn, run, changed, stored)
                 run = []
             await self._apply_change(conn, tenant, item, touched, gone)
         if run:
-            touched |= await self._store(conn, run, changed)
+            touched |= await self._store(conn, run, changed, stored)
         return touched - gone, gone
 
     async def _apply_change(self, conn: asyncpg.Connection, tenant: str, item: Any, touched: set, gone: set) -> None:
@@ -181,9 +185,10 @@ class TimelineProjection:
             owners = {k: again.get((k[0], c), c) for k, c in owners.items()}
         return owners
 
-    async def _store(self, conn: asyncpg.Connection, entries: list[tuple[str, Entry]], changed: set) -> set:
-        """Insert the entries not stored yet; returns the customers whose profile changed and adds those that
-        got an entry to ``changed``."""
+    async def _store(self, conn: asyncpg.Connection, entries: list[tuple[str, Entry]], changed: set,
+                     stored: list) -> set:
+        """Insert the entries not stored yet; returns the customers whose profile changed, adds those that
+        got an entry to ``changed`` and the rows inserted to ``stored``."""
         owners = await self._owners(conn, entries)
         forgotten = await repo.erased(conn, {(k[0], c) for k, c in owners.items()})
         rows, idents = [], {}
@@ -196,6 +201,11 @@ class TimelineProjection:
             for ident in entry.identifiers:
                 idents[(tenant, *ident.split(":", 1))] = customer
         inserted = await repo.insert_entries(conn, rows)
+        new = {(r["tenant"], r["entry_id"]) for r in inserted}
+        for row in rows:  # an event twice in the batch is one entry
+            if (row[0], row[1]) in new:
+                new.discard((row[0], row[1]))
+                stored.append(row)
         self.on_stored(len(inserted))
         changed.update((r["tenant"], r["customer_id"]) for r in inserted)
         contacts = [r for r in inserted if r["kind"] == INTERACTION]
@@ -278,6 +288,14 @@ def _item(event: CloudEvent) -> tuple[str, Entry | Any] | None:
     if event.type in FEEDBACK_MODELS:
         return event.tenant, feedback_entry(event, FEEDBACK_MODELS[event.type].model_validate(event.data))
     raise InvalidEvent("unsupported_type", f"event type {event.type!r} is not accepted here")
+
+
+def _as_outbox(rows: list) -> list[dict[str, Any]]:
+    """Entry rows as :func:`repository.unpublished_entries` reads them, in its order: timeline order, and
+    insertion order (``seq``) among entries of the same instant."""
+    ordered = sorted(range(len(rows)), key=lambda n: rows[n][3])  # stable: insertion order among equals
+    return [{"tenant": rows[n][0], "entry_id": rows[n][1], "customer_id": rows[n][2], "payload": rows[n][8],
+             "sealkey": rows[n][10]} for n in ordered]
 
 
 def _aggregate(inserted: list[Any]) -> list[tuple[str, str, datetime, datetime, int, list[str]]]:

@@ -151,7 +151,7 @@ async def refold_profile(conn: asyncpg.Connection, tenant: str, customer: str) -
 
 async def insert_entries(conn: asyncpg.Connection, rows: list[EntryRow]) -> list[asyncpg.Record]:
     """Insert entries not stored yet, each with its row in the outbox (until :func:`mark_published`); returns
-    the ones inserted now (tenant, customer_id, occurred_at, channel, kind)."""
+    the ones inserted now (tenant, entry_id, customer_id, occurred_at, channel, kind)."""
     if not rows:
         return []
     return await conn.fetch(
@@ -162,7 +162,7 @@ async def insert_entries(conn: asyncpg.Connection, rows: list[EntryRow]) -> list
         " $11::text[]) AS u(t, e, c, o, k, ch, s, ev, p, i, sk)"
         " ON CONFLICT DO NOTHING RETURNING tenant, entry_id, customer_id, occurred_at, channel, kind),"
         " boxed AS (INSERT INTO timeline.outbox (tenant, entry_id) SELECT tenant, entry_id FROM inserted)"
-        " SELECT tenant, customer_id, occurred_at, channel, kind FROM inserted",
+        " SELECT tenant, entry_id, customer_id, occurred_at, channel, kind FROM inserted",
         *columns([(*r[:9], "\x1f".join(r[9]), r[10] if len(r) > 10 else None) for r in rows]),
     )
 

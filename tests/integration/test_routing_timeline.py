@@ -384,3 +384,32 @@ async def test_an_entry_whose_publish_was_not_acknowledged_waits_in_the_outbox_a
         assert [dict(r.headers)["ce_id"] for r in producer.to("timeline")] == published, "published once"
     finally:
         await pool.close()
+
+
+async def test_entries_stored_now_are_published_as_the_outbox_would_give_them(infra):
+    """A batch whose entries are all new publishes them from what it inserted; a redelivery reads them back from
+    the outbox. Both give the same records in the same (timeline) order, ties in the order they were stored."""
+    customers = [str(uuid.uuid4()) for _ in range(3)]
+    times = ["2026-11-20T10:00:03Z", "2026-11-20T10:00:01Z", "2026-11-20T10:00:03Z", "2026-11-20T10:00:02Z",
+             "2026-11-20T10:00:01Z", "2026-11-20T10:00:03Z"]
+    batch = [consumer_record(topics.ROUTING, record(types.ROUTING_CONVERSATION_ASSIGNED, customers[n % 3],
+                                                    customer_id=customers[n % 3], at=at, conversation_id=f"c-{n}"))
+             for n, at in enumerate(times)]
+
+    async def published(failures: int) -> list[tuple]:
+        stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
+        pool = await create_pool(stack.database_url, default_scope=ALL_TENANTS)
+        producer = UnacknowledgingProducer(failures)
+        try:
+            projection = TimelineProjection(pool, producer, "timeline", "customers")
+            for _ in range(failures):
+                with pytest.raises(ConnectionError):
+                    await projection.process(batch)
+            await projection.process(batch)
+        finally:
+            await pool.close()
+        return [(r.key, orjson.loads(r.value), r.headers) for r in producer.to("timeline")]
+
+    fresh, redelivered = await published(0), await published(1)
+    assert [data["conversation_id"] for _, data, _ in fresh] == ["c-1", "c-4", "c-3", "c-0", "c-2", "c-5"]
+    assert fresh == redelivered
