@@ -326,8 +326,9 @@ async def ensure_database(admin_dsn: str, role: str, password: str, database: st
         await conn.close()
 
 
-def columns(rows: Iterable[tuple]) -> list[list]:
-    """Transpose rows into per-column lists, the shape ``unnest($1::t[], $2::t[], ...)`` takes."""
+def columns(rows: Iterable[tuple], width: int | None = None) -> list[list]:
+    """Transpose rows into per-column lists, the shape ``unnest($1::t[], $2::t[], ...)`` takes; ``width`` gives
+    the number of columns when there may be no rows (then that many empty lists)."""
     rows = list(rows)
-    width = len(rows[0]) if rows else 0
+    width = (len(rows[0]) if rows else 0) if width is None else width
     return [[r[i] for r in rows] for i in range(width)]

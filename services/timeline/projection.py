@@ -162,35 +162,36 @@ class TimelineProjection:
             await repo.erase(conn, tenant, ids)
             gone.update((tenant, c) for c in ids)
 
-    async def _owners(self, conn: asyncpg.Connection, entries: list[tuple[str, Entry]]) -> dict:
-        """Each entry's customer now: through aliases (merges), then the latest split its identifiers fall under
-        (an entry without identifiers stays with the customer, as a split moves only what its identifiers link
-        to), then through aliases again (the customer split off may have been merged since)."""
-        aliases = await repo.canonical_ids(conn, {(t, e.customer_id) for t, e in entries})
-        canonical = {(t, e.customer_id): aliases.get((t, e.customer_id), e.customer_id) for t, e in entries}
-        splits = await repo.splits_of(conn, {(t, c) for (t, _), c in canonical.items()})
+    async def _owners(self, conn: asyncpg.Connection, entries: list[tuple[str, Entry]]) -> tuple[dict, set]:
+        """Each entry's customer now, and which of those customers were erased. The customer: through aliases
+        (merges), then the latest split its identifiers fall under (an entry without identifiers stays with the
+        customer, as a split moves only what its identifiers link to), then through aliases again (the customer
+        split off may have been merged since). One round trip unless a split redirects an entry."""
+        found = await repo.whereabouts(conn, {(t, e.customer_id) for t, e in entries})
         owners = {}
         redirected = set()
         for tenant, entry in entries:
-            customer = canonical[(tenant, entry.customer_id)]
+            customer, _, splits = found[(tenant, entry.customer_id)]
             idents = set(entry.identifiers)
-            for detached, new_customer in splits.get((tenant, customer), ()) if idents else ():
+            for detached, new_customer in splits if idents else ():
                 if idents <= detached:
                     customer = new_customer
                     redirected.add((tenant, customer))
                     break
             owners[(tenant, entry.source, entry.event_id)] = customer
+        forgotten = {(t, survivor) for (t, _), (survivor, erased, _) in found.items() if erased}
         if redirected:  # a customer split off may have been merged again since (an undone merge, merged once more)
             again = await repo.canonical_ids(conn, redirected)
             owners = {k: again.get((k[0], c), c) for k, c in owners.items()}
-        return owners
+            forgotten |= await repo.erased(conn, {(k[0], c) for k, c in owners.items()} - {
+                (t, survivor) for (t, _), (survivor, _, _) in found.items()})
+        return owners, forgotten
 
     async def _store(self, conn: asyncpg.Connection, entries: list[tuple[str, Entry]], changed: set,
                      stored: list) -> set:
         """Insert the entries not stored yet; returns the customers whose profile changed, adds those that
         got an entry to ``changed`` and the rows inserted to ``stored``."""
-        owners = await self._owners(conn, entries)
-        forgotten = await repo.erased(conn, {(k[0], c) for k, c in owners.items()})
+        owners, forgotten = await self._owners(conn, entries)
         rows, idents = [], {}
         for tenant, entry in entries:
             customer = owners[(tenant, entry.source, entry.event_id)]
@@ -209,8 +210,7 @@ class TimelineProjection:
         self.on_stored(len(inserted))
         changed.update((r["tenant"], r["customer_id"]) for r in inserted)
         contacts = [r for r in inserted if r["kind"] == INTERACTION]
-        await repo.add_to_profiles(conn, _aggregate(contacts))
-        await repo.upsert_identifiers(conn, [(t, ty, v, c) for (t, ty, v), c in sorted(idents.items())])
+        await repo.fold_into_profiles(conn, _aggregate(contacts), [(t, ty, v, c) for (t, ty, v), c in idents.items()])
         return {(r["tenant"], r["customer_id"]) for r in contacts} | {(t, c) for (t, _, _), c in idents.items()}
 
     async def _publish(self, dead: list[OutboundRecord], keys: list[tuple[str, str]], pending: list, snapshots: list,

@@ -35,6 +35,27 @@ async def canonical_ids(conn: asyncpg.Connection, ids: set[tuple[str, str]]) -> 
     return {(r["tenant"], r["merged_id"]): r["survivor_id"] for r in rows}
 
 
+async def whereabouts(conn: asyncpg.Connection, ids: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, bool, list[tuple[set[str], str]]]]:
+    """In one round trip, (tenant, customer id) → (its survivor: itself unless merged away; whether the survivor
+    was erased; the survivor's splits as (detached identifiers, new customer), the latest first). Each key is an index
+    probe of each table (fenced subqueries, as in identity's look-ups)."""
+    if not ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT k.tenant, k.customer_id, s.survivor,"
+        " EXISTS (SELECT 1 FROM timeline.erased e WHERE e.tenant = k.tenant AND e.customer_id = s.survivor) AS erased,"
+        " (SELECT jsonb_agg(jsonb_build_array(p.identifiers, p.new_customer_id) ORDER BY p.seq DESC)"
+        "   FROM timeline.splits p WHERE p.tenant = k.tenant AND p.customer_id = s.survivor) AS splits"
+        " FROM unnest($1::text[], $2::text[]) AS k(tenant, customer_id)"
+        " CROSS JOIN LATERAL (SELECT COALESCE((SELECT a.survivor_id FROM timeline.aliases a"
+        "   WHERE a.tenant = k.tenant AND a.merged_id = k.customer_id), k.customer_id) AS survivor OFFSET 0) AS s",
+        *columns(sorted(ids)),
+    )
+    return {(r["tenant"], r["customer_id"]): (r["survivor"], r["erased"],
+                                              [(set(i), c) for i, c in orjson.loads(r["splits"] or "[]")])
+            for r in rows}
+
+
 async def claim_merge(conn: asyncpg.Connection, tenant: str, merge_id: str) -> bool:
     """True the first time an identity change (merge, split, erasure) is applied; False for a redelivery."""
     row = await conn.fetchrow(
@@ -108,23 +129,6 @@ async def erase(conn: asyncpg.Connection, tenant: str, ids: list[str]) -> None:
                        " ON CONFLICT DO NOTHING", tenant, ids)
 
 
-async def splits_of(conn: asyncpg.Connection, ids: set[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[set[str], str]]]:
-    """(tenant, customer) → [(detached identifiers, new customer)] for customers that were split, the latest
-    split first."""
-    if not ids:
-        return {}
-    rows = await conn.fetch(
-        "SELECT s.tenant, s.customer_id, s.identifiers, s.new_customer_id FROM timeline.splits s"
-        " JOIN unnest($1::text[], $2::text[]) AS k(tenant, customer_id) USING (tenant, customer_id)"
-        " ORDER BY s.seq DESC",
-        *columns(sorted(ids)),
-    )
-    out: dict[tuple[str, str], list[tuple[set[str], str]]] = {}
-    for r in rows:
-        out.setdefault((r["tenant"], r["customer_id"]), []).append((set(r["identifiers"]), r["new_customer_id"]))
-    return out
-
-
 async def erased(conn: asyncpg.Connection, ids: set[tuple[str, str]]) -> set[tuple[str, str]]:
     if not ids:
         return set()
@@ -167,32 +171,32 @@ async def insert_entries(conn: asyncpg.Connection, rows: list[EntryRow]) -> list
     )
 
 
-async def add_to_profiles(conn: asyncpg.Connection, rows: list[tuple[str, str, datetime, datetime, int, list[str]]]) -> None:
-    """Fold per-customer aggregates of new entries into the profiles, in one statement (one row per customer
-    per call: a statement may not update a row twice)."""
-    if rows:
-        await conn.execute(
-            "INSERT INTO timeline.customers (tenant, customer_id, first_contact_at, last_contact_at, entry_count, channels)"
-            " SELECT t, c, f, l, n, string_to_array(ch, chr(31)) FROM unnest($1::text[], $2::text[], $3::timestamptz[],"
-            " $4::timestamptz[], $5::bigint[], $6::text[]) AS u(t, c, f, l, n, ch)"
-            " ON CONFLICT (tenant, customer_id) DO UPDATE SET"
-            " first_contact_at = least(timeline.customers.first_contact_at, excluded.first_contact_at),"
-            " last_contact_at = greatest(timeline.customers.last_contact_at, excluded.last_contact_at),"
-            " entry_count = timeline.customers.entry_count + excluded.entry_count,"
-            " channels = ARRAY(SELECT DISTINCT unnest(timeline.customers.channels || excluded.channels) ORDER BY 1)",
-            *columns([(*r[:5], "\x1f".join(r[5])) for r in sorted(rows)]),  # one lock order across batches
-        )
-
-
-async def upsert_identifiers(conn: asyncpg.Connection, rows: list[tuple[str, str, str, str]]) -> None:
-    if rows:
-        await conn.execute(
-            "INSERT INTO timeline.identifiers (tenant, id_type, value, customer_id)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])"
-            " ON CONFLICT (tenant, id_type, value) DO UPDATE SET customer_id = excluded.customer_id"
-            " WHERE timeline.identifiers.customer_id <> excluded.customer_id",
-            *columns(rows),
-        )
+async def fold_into_profiles(conn: asyncpg.Connection, contacts: list[tuple[str, str, datetime, datetime, int, list[str]]],
+                             identifiers: list[tuple[str, str, str, str]]) -> None:
+    """In one statement (one round trip): fold per-customer aggregates of new contact entries into the profiles
+    (one row per customer per call: a statement may not update a row twice), and point each identifier
+    (tenant, type, value, customer) at its customer. The two write different tables, so neither needs to see the
+    other's rows."""
+    if not contacts and not identifiers:
+        return
+    await conn.execute(
+        "WITH profiles AS (INSERT INTO timeline.customers (tenant, customer_id, first_contact_at, last_contact_at,"
+        " entry_count, channels)"
+        " SELECT t, c, f, l, n, string_to_array(ch, chr(31)) FROM unnest($1::text[], $2::text[], $3::timestamptz[],"
+        " $4::timestamptz[], $5::bigint[], $6::text[]) AS u(t, c, f, l, n, ch)"
+        " ON CONFLICT (tenant, customer_id) DO UPDATE SET"
+        " first_contact_at = least(timeline.customers.first_contact_at, excluded.first_contact_at),"
+        " last_contact_at = greatest(timeline.customers.last_contact_at, excluded.last_contact_at),"
+        " entry_count = timeline.customers.entry_count + excluded.entry_count,"
+        " channels = ARRAY(SELECT DISTINCT unnest(timeline.customers.channels || excluded.channels) ORDER BY 1)),"
+        " identifiers AS (INSERT INTO timeline.identifiers (tenant, id_type, value, customer_id)"
+        " SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::text[])"
+        " ON CONFLICT (tenant, id_type, value) DO UPDATE SET customer_id = excluded.customer_id"
+        " WHERE timeline.identifiers.customer_id <> excluded.customer_id)"
+        " SELECT 1",
+        *columns([(*r[:5], "\x1f".join(r[5])) for r in sorted(contacts)], width=6),  # one lock order across batches
+        *columns(sorted(identifiers), width=4),
+    )
 
 
 async def unpublished_entries(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> list[asyncpg.Record]:
