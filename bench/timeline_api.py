@@ -56,7 +56,7 @@ def _entry(customer: str, k: int, occurred: datetime, seq_hint: int) -> tuple:
                "agent_id": None, "tags": ["bench"], "entry_id": entry_id, "kind": "interaction",
                "occurred_at": occurred.isoformat()}
     return (TENANT, entry_id, customer, occurred, "interaction", channel, "bench", event_id,
-            orjson.dumps(payload).decode(), True)
+            orjson.dumps(payload).decode())
 
 
 async def populate(stack, entries: int, other_rows: int, per_other: int = 20) -> None:
@@ -64,8 +64,8 @@ async def populate(stack, entries: int, other_rows: int, per_other: int = 20) ->
     try:
         rng = random.Random(11)
         base = datetime(2024, 1, 1, tzinfo=timezone.utc)
-        cols = ["tenant", "entry_id", "customer_id", "occurred_at", "kind", "channel", "source", "event_id", "payload",
-                "published"]
+        # Published entries: none of them in the outbox (timeline.outbox).
+        cols = ["tenant", "entry_id", "customer_id", "occurred_at", "kind", "channel", "source", "event_id", "payload"]
         rows = [_entry(TARGET, k, base + timedelta(minutes=rng.randrange(0, 1_000_000)), k) for k in range(entries)]
         await conn.copy_records_to_table("entries", schema_name="timeline", columns=cols, records=rows)
         first, last = min(r[3] for r in rows), max(r[3] for r in rows)
