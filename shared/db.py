@@ -152,27 +152,19 @@ async def connect(dsn: str, scope: str | Iterable[str]) -> asyncpg.Connection:
     return conn
 
 
-async def plan_as_probes(conn: asyncpg.Connection) -> None:
-    """For the rest of the transaction, plan joins as index probes (nested loops; no sequential scan, hash or merge
-    join unless nothing else works).
-
-    For the statements of a consumer's batch, which reach rows through the keys the batch carries. The planner's
-    own choice there depends on statistics that lag behind a fast-growing table (a new deployment's first
-    minutes: no statistics yet, the row-level security filter then estimated at 1 % of the rows), and it scanned
-    and sorted whole tables per batch (0.1-2 s each). Scans are also dearer than they are costed: the row-level
-    security filter is evaluated for every row a scan reads. One round trip; ``SET LOCAL`` ends with the
-    transaction.
-    """
-    await conn.execute(PROBES)
-
-
+# Plan joins as index probes for the rest of the transaction (nested loops; no sequential scan, hash or merge join
+# unless nothing else works). For the statements of a consumer's batch, which reach rows through the keys the batch
+# carries. The planner's own choice there depends on statistics that lag behind a fast-growing table (a new
+# deployment's first minutes: no statistics yet, the row-level security filter then estimated at 1 % of the rows),
+# and it scanned and sorted whole tables per batch (0.1-2 s each). Scans are also dearer than they are costed: the
+# row-level security filter is evaluated for every row a scan reads. ``SET LOCAL`` ends with the transaction.
 PROBES = "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
 
 
 class UnitOfWork:
     """One database transaction. Rolls back on exit unless :meth:`commit` was called.
 
-    ``probes=True`` starts it planning as index probes (:func:`plan_as_probes`) in the round trip of its
+    ``probes=True`` starts it planning as index probes (``PROBES``) in the round trip of its
     ``BEGIN``: for a consumer's batch, which pays every round trip once per batch. Such a transaction is a plain
     ``BEGIN``/``COMMIT``, without asyncpg's transaction object, so it cannot hold ``conn.transaction()`` blocks
     (savepoints)."""

@@ -11,12 +11,12 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from shared.ids import uuid5
 from shared.cloudevents import CloudEvent, InvalidEvent
 from shared.contracts import types
 from shared.contracts.interaction import Identifier, InteractionIngestedV1, InteractionOccurredV1
 from shared.contracts.profile import ProfileIngestedV1, ProfileUpdatedV1
 from shared.identifiers import normalise_identifier
+from shared.ids import uuid5
 
 # Partition-key preference: the most stable identifier first, so one person's events mostly share a key.
 KEY_PRIORITY = ("user_id", "contract_id", "account_id", "email", "phone", "whatsapp", "twitter", "facebook",

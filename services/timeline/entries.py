@@ -35,7 +35,6 @@ from typing import Any, get_args
 
 import orjson
 
-from shared.ids import uuid5
 from shared.cloudevents import CloudEvent
 from shared.contracts import types
 from shared.contracts.feedback import FeedbackEvent
@@ -43,6 +42,7 @@ from shared.contracts.interaction import Channel, InteractionResolvedV1
 from shared.contracts.notification import NotificationEvent
 from shared.contracts.routing import RoutingEventBase
 from shared.contracts.types import short_name
+from shared.ids import uuid5
 
 NAMESPACE = uuid.UUID("d2c9b7a1-4e3f-4a6b-8c5d-1f2e3a4b5c6d")
 INTERACTION = "interaction"

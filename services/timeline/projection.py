@@ -179,12 +179,12 @@ class TimelineProjection:
                     redirected.add((tenant, customer))
                     break
             owners[(tenant, entry.source, entry.event_id)] = customer
-        forgotten = {(t, survivor) for (t, _), (survivor, erased, _) in found.items() if erased}
+        survivors = {(t, survivor): erased for (t, _), (survivor, erased, _) in found.items()}
+        forgotten = {k for k, erased in survivors.items() if erased}
         if redirected:  # a customer split off may have been merged again since (an undone merge, merged once more)
             again = await repo.canonical_ids(conn, redirected)
             owners = {k: again.get((k[0], c), c) for k, c in owners.items()}
-            forgotten |= await repo.erased(conn, {(k[0], c) for k, c in owners.items()} - {
-                (t, survivor) for (t, _), (survivor, _, _) in found.items()})
+            forgotten |= await repo.erased(conn, {(k[0], c) for k, c in owners.items()} - survivors.keys())
         return owners, forgotten
 
     async def _store(self, conn: asyncpg.Connection, entries: list[tuple[str, Entry]], changed: set,

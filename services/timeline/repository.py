@@ -35,10 +35,13 @@ async def canonical_ids(conn: asyncpg.Connection, ids: set[tuple[str, str]]) -> 
     return {(r["tenant"], r["merged_id"]): r["survivor_id"] for r in rows}
 
 
-async def whereabouts(conn: asyncpg.Connection, ids: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, bool, list[tuple[set[str], str]]]]:
+Whereabouts = tuple[str, bool, list[tuple[set[str], str]]]  # survivor, erased, splits (detached, new customer)
+
+
+async def whereabouts(conn: asyncpg.Connection, ids: set[tuple[str, str]]) -> dict[tuple[str, str], Whereabouts]:
     """In one round trip, (tenant, customer id) → (its survivor: itself unless merged away; whether the survivor
-    was erased; the survivor's splits as (detached identifiers, new customer), the latest first). Each key is an index
-    probe of each table (fenced subqueries, as in identity's look-ups)."""
+    was erased; the survivor's splits as (detached identifiers, new customer), the latest first). Each key is an
+    index probe of each table (fenced subqueries, as in identity's look-ups)."""
     if not ids:
         return {}
     rows = await conn.fetch(
@@ -171,7 +174,8 @@ async def insert_entries(conn: asyncpg.Connection, rows: list[EntryRow]) -> list
     )
 
 
-async def fold_into_profiles(conn: asyncpg.Connection, contacts: list[tuple[str, str, datetime, datetime, int, list[str]]],
+async def fold_into_profiles(conn: asyncpg.Connection,
+                             contacts: list[tuple[str, str, datetime, datetime, int, list[str]]],
                              identifiers: list[tuple[str, str, str, str]]) -> None:
     """In one statement (one round trip): fold per-customer aggregates of new contact entries into the profiles
     (one row per customer per call: a statement may not update a row twice), and point each identifier
