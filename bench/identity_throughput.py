@@ -5,16 +5,18 @@ consume → produce pipe measured in the same run on the same input.
     .venv/bin/python -m bench.identity_throughput --quick      # harness check
 
 On a fresh stack on the benchmark's own Kafka and PostgreSQL:
-1. ``--events`` ``touchpoint.interaction.ingested.v1`` records (binary mode, what ingestion publishes) are written
-   to ``touchpoint.ingestion.interactions.v1`` before anything consumes it. Realistic overlap: each person has a
-   user id, an e-mail address and a phone number; their first event carries all three, later ones one or two of
-   them (so most events resolve to a known customer, some link a new identifier, and one person's events sit on
-   different partitions); events are shuffled.
-2. The identity service (one process, the rules in force: limits, blocked values, review types) drains the
-   topic: measured from the moment it is ready until its consumer group's lag is 0 (every event resolved,
-   its result published and its offset committed).
+1. The identity service (one process, the rules in force: limits, blocked values, review types) starts on the
+   empty ``touchpoint.ingestion.interactions.v1`` and is ready once its consumers (``--consumers``, else the
+   service's default) hold their partitions.
+2. ``--events`` ``touchpoint.interaction.ingested.v1`` records (binary mode, what ingestion publishes) are then
+   written to the topic as fast as the producer goes. Realistic overlap: each person has a user id, an e-mail
+   address and a phone number; their first event carries all three, later ones one or two of them (so most events
+   resolve to a known customer, some link a new identifier, and one person's events sit on different
+   partitions); events are shuffled. Measured from the first write until the consumer group's lag is 0 (every
+   event resolved, its result published and its offset committed): the service resolves while the rest is being
+   written, and the writing shares the CPU with it.
 3. The raw pipe (``bench.refpipe``: aiokafka getmany → produce with the same producer settings → commit, no
-   logic, no database) drains the same topic in a group of its own, measured the same way.
+   logic, no database) is measured the same way in a group of its own, on a topic of its own.
 Printed: events/s of both and their ratio.
 """
 
@@ -31,6 +33,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench import harness, report
 from bench.loadgen import PRODUCER_CONFIG
@@ -73,6 +76,29 @@ async def preload(bootstrap: str, topic: str, records: list) -> None:
         await producer.stop()
 
 
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
+async def group_members(bootstrap: str, group: str, topic: str, at_least: int = 0) -> int | None:
+    """Members of ``group`` subscribed to ``topic`` in a stable group (the identity service's group also has a
+    member for the privacy topic); None while fewer than ``at_least``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    stable = [g for response in described for g in response.groups if g[2] == "Stable"]
+    count = sum(1 for g in stable for m in g[5] if topic.encode() in m[3])
+    return count if count >= at_least and (stable or at_least == 0) else None
+
+
 async def drain_seconds(bootstrap: str, group: str, topic: str, started: float, timeout: float) -> float:
     """Seconds from ``started`` until ``group`` has committed everything in ``topic``."""
     while time.monotonic() - started < timeout:
@@ -89,14 +115,22 @@ async def run(args: argparse.Namespace) -> dict:
     records = events(args.events, args.people)
     source = stack.topic(topics.INGESTED.name)
     try:
-        await preload(stack.bootstrap_servers, source, records)
-        proc = harness.start_service(stack, "identity")
+        # Started on the empty topic: it is ready once every consumer it runs holds its partitions (a consumer
+        # that joins later would take partitions away from a batch in flight, and events resolved before the
+        # clock starts would count as free).
+        env = {"TOUCHPOINT_RESOLVE_CONSUMERS": str(args.consumers)} if args.consumers else {}
+        proc = harness.start_service(stack, "identity", **env)
         await harness.wait_ready([proc], timeout=120)
         await harness.reset_db_stats(infra, stack, args.db_stats)
         profiler = Profiler({"identity": proc.popen.pid}, args.profile_seconds) if args.profile_seconds else None
         if profiler:
             await profiler.start()
+        consumers = await kafka_io.wait_for(
+            lambda: group_members(stack.bootstrap_servers, stack.prefix + "touchpoint-identity", source, 1), timeout=60,
+            what="identity's consumers assigned")
         started = time.monotonic()
+        await preload(stack.bootstrap_servers, source, records)
+        loaded_s = time.monotonic() - started
         identity_s = await drain_seconds(stack.bootstrap_servers, stack.prefix + "touchpoint-identity", source,
                                          started, args.timeout)
         if profiler:
@@ -108,14 +142,19 @@ async def run(args: argparse.Namespace) -> dict:
         customers = await stack.fetchval("SELECT count(*) FROM identity.customers WHERE merged_into IS NULL")
         merges = await stack.fetchval("SELECT count(*) FROM identity.merges")
         resolved = await stack.fetchval("SELECT count(*) FROM identity.processed_events")
-        group = stack.prefix + "bench-refpipe"
+        # The raw pipe is measured the same way, on a topic of its own.
+        group, piped = stack.prefix + "bench-refpipe", stack.prefix + "bench.identity.pipe"
+        await create_topic(stack.bootstrap_servers, piped, topics.INGESTED.partitions)
         pipe = subprocess.Popen([sys.executable, "-m", "bench.refpipe", "--bootstrap", stack.bootstrap_servers,
                                  # into a topic of the stack nothing reads here (topics are not auto-created)
-                                 "--in", source, "--out", stack.topic(topics.TIMELINE.name), "--group", group],
+                                 "--in", piped, "--out", stack.topic(topics.TIMELINE.name), "--group", group],
                                 cwd=harness.ROOT)
         try:
+            await kafka_io.wait_for(lambda: group_members(stack.bootstrap_servers, group, piped, 1), timeout=60,
+                                    what="the raw pipe's consumer assigned")
             started = time.monotonic()
-            pipe_s = await drain_seconds(stack.bootstrap_servers, group, source, started, args.timeout)
+            await preload(stack.bootstrap_servers, piped, records)
+            pipe_s = await drain_seconds(stack.bootstrap_servers, group, piped, started, args.timeout)
         finally:
             pipe.terminate()
             pipe.wait(30)
@@ -127,7 +166,8 @@ async def run(args: argparse.Namespace) -> dict:
     identity_rate, pipe_rate = args.events / identity_s, args.events / pipe_s
     return {"benchmark": "identity_throughput", "quick": args.quick, "events": args.events, "people": args.people,
             "resolved": resolved, "customers": customers, "merges": merges,
-            "identity": {"seconds": round(identity_s, 2), "events_per_s": round(identity_rate)},
+            "identity": {"seconds": round(identity_s, 2), "events_per_s": round(identity_rate),
+                         "written_in_s": round(loaded_s, 2), "consumers": consumers},
             "raw_pipe": {"seconds": round(pipe_s, 2), "events_per_s": round(pipe_rate)},
             "ratio": round(identity_rate / pipe_rate, 3), "target_events_per_s": 10_000,
             "git": harness.git_info(), "machine": harness.machine(), "at": datetime.now(timezone.utc).isoformat()}
@@ -144,7 +184,9 @@ def markdown(r: dict) -> str:
         f"| raw pipe (consume → produce → commit) | {r['raw_pipe']['seconds']} | {r['raw_pipe']['events_per_s']:,} |",
         f"| ratio | | {r['ratio']} |",
         "",
-        f"Resolved {r['resolved']:,} events into {r['customers']:,} customers ({r['merges']:,} merges). Target: "
+        f"Resolved {r['resolved']:,} events into {r['customers']:,} customers ({r['merges']:,} merges) with "
+        f"{r['identity'].get('consumers', '?')} consumers in the process; measured from the first event written (all"
+        f" written after {r['identity'].get('written_in_s', '?')} s) until lag 0. Target: "
         f"{r['target_events_per_s']:,} events/s.",
     ])
 
@@ -157,6 +199,8 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--keep-infra", action="store_true", help="leave the benchmark's Kafka and PostgreSQL running")
     p.add_argument("--db-stats", action="store_true", help="print the statements that took the most server time")
+    p.add_argument("--consumers", type=int, default=0,
+                   help="group members in the identity process (default: the service's own default)")
     p.add_argument("--profile-seconds", type=float, default=0, help="py-spy the identity process for this long")
     args = p.parse_args()
     if args.quick:

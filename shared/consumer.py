@@ -61,13 +61,22 @@ def make_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
     )
 
 
+def _assigned(consumer) -> set[TopicPartition] | None:
+    """The partitions the consumer holds now (a rebalance may have taken some of a batch's away while it was
+    processed); None for FastStream's test consumer, which has no assignment."""
+    return consumer.assignment() if hasattr(consumer, "assignment") else None
+
+
 def _record_lag(metrics: ServiceMetrics, consumer, records: Sequence[ConsumerRecord]) -> None:
     if consumer is None:
         return
     last: dict[tuple[str, int], int] = {}
     for r in records:
         last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
+    assigned = _assigned(consumer)
     for (topic, partition), offset in last.items():
+        if assigned is not None and TopicPartition(topic, partition) not in assigned:
+            continue  # revoked meanwhile: its new owner reports it
         highwater = consumer.highwater(TopicPartition(topic, partition))
         if highwater is not None:
             metrics.lag.labels(topic, str(partition)).set(max(0, highwater - offset - 1))
@@ -107,7 +116,8 @@ async def top_up(consumer, records: tuple[ConsumerRecord, ...], settings: Servic
 
 def rewind(consumer, records: Sequence[ConsumerRecord]) -> None:
     """Seek every partition of a failed batch back to its first record. FastStream rewinds the partitions of
-    the records it handed over; a top-up may have added others, and their position must not be committed."""
+    the records it handed over; a top-up may have added others, and their position must not be committed.
+    A partition revoked meanwhile is left alone: its new owner starts from the last committed offset anyway."""
     if not hasattr(consumer, "seek"):
         return
     first: dict[TopicPartition, int] = {}
@@ -115,8 +125,10 @@ def rewind(consumer, records: Sequence[ConsumerRecord]) -> None:
         tp = TopicPartition(r.topic, r.partition)
         if r.offset < first.get(tp, r.offset + 1):
             first[tp] = r.offset
+    assigned = _assigned(consumer)
     for tp, offset in first.items():
-        consumer.seek(tp, offset)
+        if assigned is None or tp in assigned:
+            consumer.seek(tp, offset)
 
 
 def subscribe_batches(

@@ -66,11 +66,14 @@ class Resources:
     def topic(self, name: str) -> str:
         return self.settings.topic_prefix + name
 
-    def subscribe(self, topic_name: str, group_id: str, process: BatchProcessor) -> None:
+    def subscribe(self, topic_name: str, group_id: str, process: BatchProcessor, consumers: int = 1) -> None:
         """Consume ``topic_name`` in batches with ``process`` as group ``group_id`` (registry names; the
-        deployment's prefix is added to both)."""
-        subscribe_batches(self.broker, self.topic(topic_name), self.settings.group(group_id), process,
-                          self.settings, self.metrics, self.ceiling, self.stop_with_error)
+        deployment's prefix is added to both). ``consumers`` > 1 runs that many members of the group in this
+        process, each with its own partitions and batches: ``process`` is then called concurrently, as it is
+        by separate instances."""
+        for _ in range(consumers):
+            subscribe_batches(self.broker, self.topic(topic_name), self.settings.group(group_id), process,
+                              self.settings, self.metrics, self.ceiling, self.stop_with_error)
 
 
 Wire = Callable[[Resources, FastAPI], None]

@@ -24,7 +24,7 @@ def build_app(settings: IdentitySettings, tracer_provider: TracerProvider | None
             rules=rules.tenant,
         )
         app.state.service = service
-        res.subscribe(topics.INGESTED.name, settings.group_id, service.process)
+        res.subscribe(topics.INGESTED.name, settings.group_id, service.process, settings.resolve_consumers)
         requests = ErasureRequests(res.pool, res.producer, service.publish_pending_merges,
                                    settings.default_phone_region, service.vault)
         res.subscribe(topics.PRIVACY.name, settings.group_id, requests.process)

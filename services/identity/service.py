@@ -18,6 +18,7 @@ Guarantees
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -85,6 +86,9 @@ class IdentityService:
         # operator's change whose publish failed. The first batch sweeps.
         self._merges_waiting = False
         self._next_sweep = 0.0
+        # Batches of several consumers may finish together: one reads and publishes the outbox at a time, so
+        # the same rows are not published twice by one process.
+        self._publishing = asyncio.Lock()
 
     async def process(self, records: Sequence[Any]) -> None:
         """Handle one batch from the ingested-interactions topic. Idempotent; raises only transient errors."""
@@ -231,13 +235,14 @@ class IdentityService:
     async def publish_pending_merges(self) -> int:
         """Publish outbox events not yet acknowledged: merges, splits and erasures (this batch's, an operator's,
         and any a crash left behind)."""
-        self._merges_waiting = False  # set before reading: a merge committed meanwhile sets it again
-        self._next_sweep = self.clock() + SWEEP_SECONDS
-        try:
-            return await self._publish_pending()
-        except BaseException:
-            self._merges_waiting = True
-            raise
+        async with self._publishing:
+            self._merges_waiting = False  # set before reading: a merge committed meanwhile sets it again
+            self._next_sweep = self.clock() + SWEEP_SECONDS
+            try:
+                return await self._publish_pending()
+            except BaseException:
+                self._merges_waiting = True
+                raise
 
     async def _publish_pending(self) -> int:
         async with UnitOfWork(self.pool) as uow:

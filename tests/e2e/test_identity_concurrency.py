@@ -1,6 +1,7 @@
 """Two identity instances in one consumer group, 20,000 events over a small pool of shared identifiers on
 different partitions: exactly one customer per person, and the same identity graph as one instance builds from
-the same input."""
+the same input. Each instance runs ``resolve_consumers`` members of the group, so batches run concurrently both
+across and within processes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import uuid
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from services.identity.settings import IdentitySettings
 from shared import topics
 from tests.support import checks, kafka_io
 from tests.support.data import Event
@@ -30,6 +32,8 @@ async def stack(infra):
         await proc.wait_ready()
     yield s
     s.stop_all()
+
+CONSUMERS = IdentitySettings.model_fields["resolve_consumers"].default  # group members per instance
 
 
 def contested_events(tenant: str, people: int, count: int, seed: int = 5) -> list[Event]:
@@ -73,9 +77,9 @@ async def processed(stack, tenant: str) -> int:
 async def test_two_identity_instances_create_no_duplicate_customers(stack, infra):
     async def both_joined():
         return await group_members(stack.bootstrap_servers, stack.prefix + "touchpoint-identity",
-                                   stack.topic(topics.INGESTED.name)) == 2
+                                   stack.topic(topics.INGESTED.name)) == 2 * CONSUMERS
 
-    await kafka_io.wait_for(both_joined, timeout=60, what="two identity members")
+    await kafka_io.wait_for(both_joined, timeout=60, what="two identity instances' members")
     tenant = "race"
     events = contested_events(tenant, people=150, count=20_000)
     records = [kafka_io.binary_record(e) for e in events]

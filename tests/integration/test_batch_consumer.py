@@ -5,6 +5,7 @@ the partitions the top-up added, so nothing is committed past a record that was 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 
@@ -12,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.consumer import make_broker, rewind, subscribe_batches, top_up
+from shared.consumer import _record_lag, make_broker, rewind, subscribe_batches, top_up
 from shared.metrics import ServiceMetrics
 from shared.settings import ServiceSettings
 from tests.support import kafka_io
@@ -119,11 +120,12 @@ async def test_a_failed_topped_up_batch_is_redelivered_whole(infra):
     assert await committed(infra.bootstrap_servers, f"{topic}-group", topic) == {0: 11, 1: 0}
 
 
-async def test_a_rewind_moves_back_the_partitions_a_top_up_added(infra):
-    """FastStream rewinds the partitions of the records it handed over; the top-up may add another partition,
-    whose position would otherwise be committed by the next batch, past records never processed."""
-    topic = await new_topic(infra.bootstrap_servers)
-    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers, enable_idempotence=True)
+@contextlib.asynccontextmanager
+async def both_partitions(bootstrap: str):
+    """A consumer assigned both partitions of a new topic holding "p-0" .. "p-2" on each partition p; yields
+    (consumer, partition 0, partition 1)."""
+    topic = await new_topic(bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
     await producer.start()
     try:
         for p in (0, 1):
@@ -131,11 +133,20 @@ async def test_a_rewind_moves_back_the_partitions_a_top_up_added(infra):
     finally:
         await producer.stop()
     tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
-    consumer = AIOKafkaConsumer(bootstrap_servers=infra.bootstrap_servers, group_id=f"{topic}-group",
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"{topic}-group", enable_auto_commit=False,
+                                auto_offset_reset="earliest")
     await consumer.start()
     try:
         consumer.assign([tp0, tp1])
+        yield consumer, tp0, tp1
+    finally:
+        await consumer.stop()
+
+
+async def test_a_rewind_moves_back_the_partitions_a_top_up_added(infra):
+    """FastStream rewinds the partitions of the records it handed over; the top-up may add another partition,
+    whose position would otherwise be committed by the next batch, past records never processed."""
+    async with both_partitions(infra.bootstrap_servers) as (consumer, tp0, tp1):
         handed_over: tuple = ()
         while len(handed_over) < 3:  # what FastStream hands over: partition 0's records only
             handed_over += tuple((await consumer.getmany(tp0, timeout_ms=1000)).get(tp0, ()))
@@ -146,8 +157,27 @@ async def test_a_rewind_moves_back_the_partitions_a_top_up_added(infra):
 
         rewind(consumer, batch)  # the batch failed
         assert (await consumer.position(tp0), await consumer.position(tp1)) == (0, 0)
-    finally:
-        await consumer.stop()
+
+
+async def test_partitions_a_rebalance_took_away_during_a_batch_are_neither_rewound_nor_measured(infra):
+    """With several members in a group (instances, or consumers in one process) a rebalance may take a partition
+    away while its batch is processed. Seeking it or asking for its high-water mark raises (aiokafka:
+    IllegalStateError, AssertionError), which failed a batch that was done, or the rewind of one that failed;
+    the partition's new owner starts from the committed offset anyway."""
+    async with both_partitions(infra.bootstrap_servers) as (consumer, tp0, tp1):
+        batch: tuple = ()
+        while len(batch) < 6:
+            batch += tuple(r for part in (await consumer.getmany(timeout_ms=1000)).values() for r in part)
+        consumer.assign([tp0])  # partition 1 went to another member meanwhile
+        await consumer.seek_to_end(tp0)
+        assert await consumer.position(tp0) == 3
+
+        metrics = ServiceMetrics()
+        _record_lag(metrics, consumer, batch)  # the batch succeeded
+        rewind(consumer, batch)  # or failed
+        assert await consumer.position(tp0) == 0, "the partition still held is rewound"
+        measured = {s.labels["partition"] for m in metrics.lag.collect() for s in m.samples}
+        assert "1" not in measured
 
 
 async def test_a_batch_that_was_quick_and_not_full_waits_out_the_minimum_interval(infra):

@@ -5,6 +5,7 @@ outbox."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -84,5 +85,36 @@ async def test_merges_leave_after_their_batch_and_what_a_crash_left_with_the_nex
                              record("e7", ("user_id", "u-2"), ("email", "cy@example.com"), minutes=6)])
         assert await pool.fetchval("SELECT count(*) FROM identity.merges WHERE NOT published") == 0
         assert len(merges(producer)) == 2
+    finally:
+        await pool.close()
+
+
+class SlowAcks(RecordingProducer):
+    """A broker that takes its time to acknowledge: a second batch finishes while the first still publishes."""
+
+    async def send_all(self, records) -> None:
+        await asyncio.sleep(0.2)
+        await super().send_all(records)
+
+
+async def test_batches_processed_together_publish_each_merge_once(infra):
+    """Several consumers in one process call one service concurrently; each batch that merged reads the outbox
+    after it committed. One reads and publishes at a time, so a merge is not read again while its publish is
+    still in flight and published twice."""
+    stack = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
+    pool = await create_pool(stack.database_url, default_scope=ALL_TENANTS)
+    try:
+        producer = SlowAcks()
+        service = IdentityService(pool, producer, topics.IDENTITY.name)
+        await service.process([record("e1", ("email", "ana@example.com")), record("e2", ("user_id", "u-1"), minutes=1),
+                               record("e3", ("email", "bo@example.com")), record("e4", ("user_id", "u-2"), minutes=1)])
+        await asyncio.gather(
+            service.process([record("e5", ("email", "ana@example.com"), ("user_id", "u-1"), minutes=2)]),
+            service.process([record("e6", ("email", "bo@example.com"), ("user_id", "u-2"), minutes=2)]),
+        )
+        published = merges(producer)
+        print(f"\nmerges published: {published}")
+        assert len(published) == 2 and len(set(published)) == 2
+        assert await pool.fetchval("SELECT count(*) FROM identity.merges WHERE NOT published") == 0
     finally:
         await pool.close()
