@@ -174,6 +174,7 @@ async def run(args: argparse.Namespace) -> dict:
 
 
 def markdown(r: dict) -> str:
+    consumers = r["identity"].get("consumers", "?")
     return "\n".join([
         f"{r['events']:,} ingested interactions of {r['people']:,} people (user id, e-mail, phone; first event all three,"
         f" later ones one or two), drained by one process; {r['at'][:16]}, commit {r['git'].get('commit', '?')[:9]}.",
@@ -185,7 +186,7 @@ def markdown(r: dict) -> str:
         f"| ratio | | {r['ratio']} |",
         "",
         f"Resolved {r['resolved']:,} events into {r['customers']:,} customers ({r['merges']:,} merges) with "
-        f"{r['identity'].get('consumers', '?')} consumers in the process; measured from the first event written (all"
+        f"{consumers} consumer{'' if consumers == 1 else 's'} in the process; measured from the first event written (all"
         f" written after {r['identity'].get('written_in_s', '?')} s) until lag 0. Target: "
         f"{r['target_events_per_s']:,} events/s.",
     ])

@@ -1,7 +1,7 @@
 """Two identity instances in one consumer group, 20,000 events over a small pool of shared identifiers on
 different partitions: exactly one customer per person, and the same identity graph as one instance builds from
-the same input. Each instance runs ``resolve_consumers`` members of the group, so batches run concurrently both
-across and within processes."""
+the same input. One instance runs two members of the group (``resolve_consumers``), so batches run concurrently
+both across and within processes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import uuid
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services.identity.settings import IdentitySettings
 from shared import topics
 from tests.support import checks, kafka_io
 from tests.support.data import Event
@@ -25,15 +24,13 @@ pytestmark = pytest.mark.e2e
 async def stack(infra):
     s = await new_stack(infra.bootstrap_servers, infra.admin_dsn)
     s.start("ingestion")
-    s.start("identity", name="identity-a")
+    s.start("identity", name="identity-a", TOUCHPOINT_RESOLVE_CONSUMERS="2")
     s.start("identity", name="identity-b")
     s.start("timeline")
     for proc in s.processes.values():
         await proc.wait_ready()
     yield s
     s.stop_all()
-
-CONSUMERS = IdentitySettings.model_fields["resolve_consumers"].default  # group members per instance
 
 
 def contested_events(tenant: str, people: int, count: int, seed: int = 5) -> list[Event]:
@@ -77,9 +74,9 @@ async def processed(stack, tenant: str) -> int:
 async def test_two_identity_instances_create_no_duplicate_customers(stack, infra):
     async def both_joined():
         return await group_members(stack.bootstrap_servers, stack.prefix + "touchpoint-identity",
-                                   stack.topic(topics.INGESTED.name)) == 2 * CONSUMERS
+                                   stack.topic(topics.INGESTED.name)) == 3
 
-    await kafka_io.wait_for(both_joined, timeout=60, what="two identity instances' members")
+    await kafka_io.wait_for(both_joined, timeout=60, what="three members: two in instance a, one in b")
     tenant = "race"
     events = contested_events(tenant, people=150, count=20_000)
     records = [kafka_io.binary_record(e) for e in events]
