@@ -192,5 +192,6 @@ def subscribe_batches(
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_poll_interval_ms=600_000,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         decoder=_undecoded,
     )(handle)
