@@ -71,6 +71,8 @@ class Merge:
 class Plan:
     new_customers: list[tuple[str, str, EventKey]] = field(default_factory=list)  # tenant, id, created by
     new_identifiers: list[tuple[IdKey, str, EventKey]] = field(default_factory=list)  # id, customer, linked by
+    # Known identifiers whose last-seen instant the batch may move forward (seen later than the customer's
+    # profile knew; one seen earlier than that is not rewritten).
     seen_identifiers: set[IdKey] = field(default_factory=set)
     merges: list[Merge] = field(default_factory=list)
     assignments: dict[EventKey, str] = field(default_factory=dict)
@@ -183,7 +185,9 @@ class BatchResolver:
         profile = self.profiles.setdefault((tenant, customer), Profile())
         for ident in idents:
             if ident in self.owners:
-                self.plan.seen_identifiers.add(ident)
+                seen = profile.identifiers.get(ident)
+                if seen is None or event.occurred_at > seen:
+                    self.plan.seen_identifiers.add(ident)
             else:
                 self.owners[ident] = customer
                 self.plan.new_identifiers.append((ident, customer, event.key))

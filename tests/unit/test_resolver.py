@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.identity.resolver import BatchResolver, Incoming, customer_id_for
+from services.identity.resolver import BatchResolver, Incoming, Profile, customer_id_for
 
 pytestmark = pytest.mark.unit
 
@@ -49,6 +49,17 @@ def test_known_identifier_resolves_to_its_customer_and_links_new_ones():
     assert plan.new_customers == []
     assert plan.new_identifiers == [(phone("+491"), "c-old", e1.key)]
     assert plan.seen_identifiers == {email("a@x.org")}
+
+
+def test_only_identifiers_seen_later_than_their_stored_last_seen_are_written_back():
+    """``seen_identifiers`` is what the batch writes back (last_seen); an older sighting changes nothing there."""
+    stored = Profile(identifiers={email("a@x.org"): WHEN, phone("+491"): WHEN - timedelta(hours=1)})
+    resolver = BatchResolver(owners={email("a@x.org"): "c-old", phone("+491"): "c-old"}, age={(T, "c-old"): aged(1)},
+                             profiles={(T, "c-old"): stored})
+    older = Incoming(key=(T, "crm", "e1"), identifiers=(email("a@x.org"), phone("+491")),
+                     occurred_at=WHEN - timedelta(minutes=30))
+    assert resolver.resolve(older) == "c-old"
+    assert resolver.finish().seen_identifiers == {phone("+491")}
 
 
 def test_second_event_in_batch_resolves_to_customer_created_by_first():
