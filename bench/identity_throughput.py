@@ -33,7 +33,6 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench import harness, report
 from bench.loadgen import PRODUCER_CONFIG
@@ -76,29 +75,6 @@ async def preload(bootstrap: str, topic: str, records: list) -> None:
         await producer.stop()
 
 
-async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-    finally:
-        await admin.close()
-
-
-async def group_members(bootstrap: str, group: str, topic: str, at_least: int = 0) -> int | None:
-    """Members of ``group`` subscribed to ``topic`` in a stable group (the identity service's group also has a
-    member for the privacy topic); None while fewer than ``at_least``."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
-    stable = [g for response in described for g in response.groups if g[2] == "Stable"]
-    count = sum(1 for g in stable for m in g[5] if topic.encode() in m[3])
-    return count if count >= at_least and (stable or at_least == 0) else None
-
-
 async def drain_seconds(bootstrap: str, group: str, topic: str, started: float, timeout: float) -> float:
     """Seconds from ``started`` until ``group`` has committed everything in ``topic``."""
     while time.monotonic() - started < timeout:
@@ -126,8 +102,8 @@ async def run(args: argparse.Namespace) -> dict:
         if profiler:
             await profiler.start()
         consumers = await kafka_io.wait_for(
-            lambda: group_members(stack.bootstrap_servers, stack.prefix + "touchpoint-identity", source, 1), timeout=60,
-            what="identity's consumers assigned")
+            lambda: kafka_io.group_members(stack.bootstrap_servers, stack.prefix + "touchpoint-identity", source),
+            timeout=60, what="identity's consumers assigned")
         started = time.monotonic()
         await preload(stack.bootstrap_servers, source, records)
         loaded_s = time.monotonic() - started
@@ -144,13 +120,13 @@ async def run(args: argparse.Namespace) -> dict:
         resolved = await stack.fetchval("SELECT count(*) FROM identity.processed_events")
         # The raw pipe is measured the same way, on a topic of its own.
         group, piped = stack.prefix + "bench-refpipe", stack.prefix + "bench.identity.pipe"
-        await create_topic(stack.bootstrap_servers, piped, topics.INGESTED.partitions)
+        await kafka_io.create_topic(stack.bootstrap_servers, piped, topics.INGESTED.partitions)
         pipe = subprocess.Popen([sys.executable, "-m", "bench.refpipe", "--bootstrap", stack.bootstrap_servers,
                                  # into a topic of the stack nothing reads here (topics are not auto-created)
                                  "--in", piped, "--out", stack.topic(topics.TIMELINE.name), "--group", group],
                                 cwd=harness.ROOT)
         try:
-            await kafka_io.wait_for(lambda: group_members(stack.bootstrap_servers, group, piped, 1), timeout=60,
+            await kafka_io.wait_for(lambda: kafka_io.group_members(stack.bootstrap_servers, group, piped), timeout=60,
                                     what="the raw pipe's consumer assigned")
             started = time.monotonic()
             await preload(stack.bootstrap_servers, piped, records)

@@ -43,8 +43,8 @@ async def run(args: argparse.Namespace) -> dict:
         if not args.keep_infra:
             infra.stop_all()
     default = ServiceSettings.model_fields["kafka_heartbeat_interval_ms"].default
-    return {"benchmark": "startup", "heartbeat_ms": args.heartbeat_ms or default, "services_default": not args.heartbeat_ms,
-            "seconds_to_ready": seconds, "git": harness.git_info(), "machine": harness.machine(),
+    return {"benchmark": "startup", "heartbeat_ms": args.heartbeat_ms or default,
+            "services_default": not args.heartbeat_ms, "seconds_to_ready": seconds, "git": harness.git_info(), "machine": harness.machine(),
             "at": datetime.now(timezone.utc).isoformat()}
 
 

@@ -10,7 +10,6 @@ import random
 import uuid
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from shared import topics
 from tests.support import checks, kafka_io
@@ -49,17 +48,6 @@ def contested_events(tenant: str, people: int, count: int, seed: int = 5) -> lis
     return out
 
 
-async def group_members(bootstrap: str, group: str, topic: str) -> int:
-    """Members of ``group`` subscribed to ``topic`` (a service process has one member per topic it consumes)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_consumer_groups([group])
-        return sum(1 for response in described for g in response.groups for m in g[5] if topic.encode() in m[3])
-    finally:
-        await admin.close()
-
-
 async def graph(stack, tenant: str) -> set[frozenset[str]]:
     """The identity graph as a partition: each live customer's identifiers."""
     rows = await stack.fetch("SELECT customer_id, array_agg(id_type || ':' || value) AS idents"
@@ -73,7 +61,7 @@ async def processed(stack, tenant: str) -> int:
 
 async def test_two_identity_instances_create_no_duplicate_customers(stack, infra):
     async def both_joined():
-        return await group_members(stack.bootstrap_servers, stack.prefix + "touchpoint-identity",
+        return await kafka_io.group_members(stack.bootstrap_servers, stack.prefix + "touchpoint-identity",
                                    stack.topic(topics.INGESTED.name)) == 3
 
     await kafka_io.wait_for(both_joined, timeout=60, what="three members: two in instance a, one in b")

@@ -11,7 +11,6 @@ import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.consumer import _record_lag, make_broker, rewind, subscribe_batches, top_up
 from shared.metrics import ServiceMetrics
@@ -23,12 +22,7 @@ pytestmark = pytest.mark.integration
 
 async def new_topic(bootstrap: str) -> str:
     name = f"batches{secrets.token_hex(4)}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
+    await kafka_io.create_topic(bootstrap, name, 2)
     return name
 
 

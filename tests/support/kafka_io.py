@@ -8,7 +8,7 @@ import time
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.support.data import Event
 
@@ -79,6 +79,28 @@ async def lag(bootstrap: str, group: str, topic: str) -> int:
     finally:
         await consumer.stop()
         await admin.close()
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
+async def group_members(bootstrap: str, group: str, topic: str) -> int:
+    """Members of ``group`` subscribed to ``topic`` once the group is stable (0 while it rebalances); a service
+    process has one member per topic it consumes, times its consumers per topic."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    return sum(1 for response in described for g in response.groups if g[2] == "Stable"
+               for m in g[5] if topic.encode() in m[3])
 
 
 async def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
